@@ -1,0 +1,112 @@
+"""Raw documents per author: crawled pages and imported exports in the warehouse, one category per asset.
+
+One multi-asset, because one pass over an author's sources feeds all three categories. Its work is
+`twin_platform.ingest.ingest_author`; checks run on what the warehouse holds after each pass.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from assets.partitions import authors
+from resources import WarehouseResource
+from twin_platform import ingest
+from twin_platform.settings import load_settings
+from twin_platform.sources import load_sources
+from twin_platform.storage.warehouse import Category
+
+ASSET_KEYS = {
+    Category.ARTICLES: dg.AssetKey("raw_articles"),
+    Category.POSTS: dg.AssetKey("raw_posts"),
+    Category.REPOSITORIES: dg.AssetKey("raw_repositories"),
+}
+DESCRIPTIONS = {
+    Category.ARTICLES: "Long-form writing (blogs, newsletters, LinkedIn articles) in the `articles` collection.",
+    Category.POSTS: "Short posts (LinkedIn, X) in the `posts` collection.",
+    Category.REPOSITORIES: "Code repositories as Markdown (kept files only) in the `repositories` collection.",
+}
+CHECKS = ("no_empty_content", "no_duplicate_urls", "valid_category")
+
+
+class CollectConfig(dg.Config):
+    sources_file: str | None = Field(
+        default=None,
+        description="Authors YAML to read; default TWIN_SOURCES_FILE or TWIN_HOME/authors.yaml.",
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            key,
+            group_name="collection",
+            kinds={"mongodb"},
+            partitions_def=authors,
+            description=DESCRIPTIONS[category],
+            automation_condition=dg.AutomationCondition.on_cron("0 5 * * *"),
+        )
+        for category, key in ASSET_KEYS.items()
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset=key, blocking=True)
+        for key in ASSET_KEYS.values()
+        for name in CHECKS
+    ],
+    can_subset=False,
+)
+def raw_documents(
+    context: dg.AssetExecutionContext, config: CollectConfig, warehouse: WarehouseResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Collect every source of the partition's author and upsert into the warehouse (idempotent)."""
+    settings = load_settings()
+    sources_file = Path(config.sources_file) if config.sources_file else settings.authors_file
+    author = load_sources(sources_file).get(context.partition_key)
+    if author is None:
+        raise dg.Failure(
+            f"author {context.partition_key!r} is not in {sources_file}: add it with "
+            "`twin ingest --author NAME SOURCE...` or the add_author job"
+        )
+    db = warehouse.db()
+    report = ingest.ingest_author(author, db, settings, progress=context.log.info)
+    context.log.info(
+        "%s: %s in %.1f s",
+        author.name,
+        {c.value: counts.as_dict() for c, counts in report.counts.items()},
+        report.seconds,
+    )
+    for failure in (f for items in report.failures.values() for f in items):
+        context.log.error("failed: %s: %s", failure.location, failure.reason)
+    for category, key in ASSET_KEYS.items():
+        counts = report.counts[category]
+        documents = report.documents[category]
+        metadata: dict[str, dg.RawMetadataValue] = {
+            **{name: dg.MetadataValue.int(value) for name, value in counts.as_dict().items()},
+            "documents_stored": dg.MetadataValue.int(
+                db[category.value].count_documents({"author": author.name})
+            ),
+            "words_collected": dg.MetadataValue.int(sum(len(d.content.split()) for d in documents)),
+            "preview": dg.MetadataValue.md(ingest.preview_markdown(documents)),
+            "failures": dg.MetadataValue.md(ingest.failures_markdown(report.failures[category])),
+            "sources": dg.MetadataValue.json([s.location for s in author.sources]),
+            "sources_file": dg.MetadataValue.path(str(sources_file)),
+            "seconds": dg.MetadataValue.float(round(report.seconds, 2)),
+        }
+        plot = ingest.words_per_month_markdown(
+            documents, f"{key.to_user_string()}: words per month"
+        )
+        if plot is not None:
+            metadata["words_per_month"] = dg.MetadataValue.md(plot)
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        for outcome in ingest.check_documents(db, author.name, category):
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=outcome.name,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "detail": outcome.detail,
+                    "examples": dg.MetadataValue.json(outcome.examples),
+                },
+            )

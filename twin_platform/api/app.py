@@ -1,0 +1,122 @@
+"""The FastAPI application: built by `create_app(settings)`, served by `twin serve`.
+
+At start it opens a Postgres pool, loads the embedding model (queries must share the chunks' vector
+space) and begins loading the served LLM in the background, so `/health` answers within seconds and
+the first answer does not pay the model load. Errors reach clients as JSON without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from twin_platform.api.deps import Serving
+from twin_platform.api.routers import chat, feedback, health, openai, rag
+from twin_platform.api.schemas import error_payload
+from twin_platform.api.security import BodySizeLimit, KeyStore, RateLimiter, parse_keys
+from twin_platform.settings import Settings, load_settings
+
+log = logging.getLogger("twin_platform.api")
+
+
+def build_serving(settings: Settings) -> Serving:
+    """Connect and load what requests need. Heavy imports live here, not at module import."""
+    from twin_platform import services
+    from twin_platform.monitoring import TraceWriter
+    from twin_platform.rag.generation import Generator, resolve_served_model
+    from twin_platform.rag.pipeline import RagPipeline
+    from twin_platform.rag.retriever import BatchedEncoder, Retriever, default_encoder, open_pool
+
+    pool = open_pool(services.postgres_uri(settings))
+    encoder = BatchedEncoder(default_encoder(settings.embedding_model, settings.embedding_device))
+    encoder(["warm up"])
+    generator = Generator(resolve_served_model(settings))
+    retriever = Retriever(pool, encoder, settings.rag_candidates, settings.hnsw_ef_search)
+    pipeline = RagPipeline(retriever, generator, settings)
+    keys = KeyStore(parse_keys(settings.api_keys))
+    if keys.open:
+        log.warning("TWIN_API_KEYS is not set: the API accepts requests without a key")
+    return Serving(
+        settings=settings,
+        pool=pool,
+        pipeline=pipeline,
+        generator=generator,
+        writer=TraceWriter(pool),
+        keys=keys,
+        limiter=RateLimiter(settings.api_rate_limit_per_minute),
+    )
+
+
+def _preload(serving: Serving) -> None:
+    try:
+        serving.generator.model  # noqa: B018 - loads it
+        log.info("serving model %s", serving.generator.served.version)
+    except Exception as exc:
+        log.error("could not load the model %s: %s", serving.generator.served.version, exc)
+
+
+def create_app(settings: Settings | None = None, preload_model: bool = True) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        serving = build_serving(settings)
+        app.state.serving = serving
+        if preload_model:
+            threading.Thread(target=_preload, args=(serving,), daemon=True).start()
+        yield
+        serving.writer.close()
+        serving.pool.close()
+
+    app = FastAPI(
+        title="Twin Platform API",
+        summary="RAG inference for an LLM twin: answers in the author's voice from their own writing.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    for router in (health.router, rag.router, openai.router, feedback.router, chat.router):
+        app.include_router(router)
+
+    origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = {401: "authentication_error", 404: "not_found", 429: "rate_limit_exceeded"}.get(
+            exc.status_code, "invalid_request_error"
+        )
+        return JSONResponse(
+            error_payload(exc.status_code, str(exc.detail), kind), exc.status_code, exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}"
+            for e in exc.errors()[:10]
+        )
+        return JSONResponse(
+            error_payload(422, problems or "invalid request", "invalid_request_error"), 422
+        )
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_payload(500, "internal error", "server_error"), 500)
+
+    return app

@@ -1,0 +1,1 @@
+"""One router per concern: health, rag, openai (chat completions), feedback, chat page."""

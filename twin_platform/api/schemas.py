@@ -1,0 +1,176 @@
+"""Request and response models: the API's documentation and its first line of input validation.
+
+Static bounds here are the hard ceilings; the configured limits (TWIN_API_MAX_K, ...) are checked in
+the routes, so an operator can tighten them without changing the schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Category = Literal["articles", "posts", "repositories"]
+MAX_QUERY_CHARS = 4000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrieveRequest(Strict):
+    query: str = Field(
+        min_length=1, max_length=MAX_QUERY_CHARS, description="What to search for or ask."
+    )
+    author: str | None = Field(
+        default=None, max_length=200, description="Only this author's writing."
+    )
+    category: Category | None = Field(default=None, description="Only this category.")
+    k: int | None = Field(
+        default=None, ge=1, le=100, description="Chunks to return (default TWIN_RAG_K)."
+    )
+
+
+class RagRequest(RetrieveRequest):
+    stream: bool = Field(
+        default=False, description="Server-sent events: sources, then text deltas, then done."
+    )
+    generate: bool = Field(default=True, description="False: retrieval only, no answer.")
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+
+
+class Source(BaseModel):
+    chunk_id: str
+    document_id: str
+    author: str
+    category: str
+    source_url: str
+    score: float
+    snippet: str
+
+
+class Filters(BaseModel):
+    author: str | None
+    category: str | None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class RetrieveResponse(BaseModel):
+    trace_id: UUID
+    sources: list[Source]
+    queries: list[str] = Field(description="The original query and its expansions.")
+    filters: Filters
+    latencies_ms: dict[str, float]
+
+
+class RagResponse(RetrieveResponse):
+    answer: str | None
+    model: str | None
+    usage: Usage | None
+
+
+class FeedbackRequest(Strict):
+    trace_id: UUID
+    rating: Literal[-1, 1] = Field(description="1 good, -1 bad.")
+    correction: str | None = Field(
+        default=None, max_length=20_000, description="A better answer: becomes a preference pair."
+    )
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    database: bool
+    embedding_model: bool
+    generation_model: bool
+    model: str
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# OpenAI-compatible chat ---------------------------------------------------------------------------
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=MAX_QUERY_CHARS * 4)
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's fields that matter here; unknown fields are ignored, as OpenAI clients send many."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    n: Literal[1] = 1
+    # Twin extensions (extra_body with the openai SDK)
+    author: str | None = Field(default=None, max_length=200)
+    k: int | None = Field(default=None, ge=1, le=100)
+    rag: bool = Field(default=True, description="Retrieve context for the last user message.")
+
+
+class ChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ChoiceMessage
+    finish_reason: str
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    sources: list[Source] = Field(
+        default_factory=list, description="Twin extension: retrieved chunks."
+    )
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "twin-platform"
+    version: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def error_payload(status: int, message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": status}}

@@ -1,0 +1,34 @@
+"""Every request leaves a trace, also when it fails: the error is recorded, then re-raised."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from twin_platform.api.deps import Serving
+from twin_platform.monitoring import Trace
+
+
+@contextmanager
+def traced(
+    serving: Serving, trace: Trace, submit: bool = True, started: float | None = None
+) -> Iterator[Trace]:
+    """Times the request as `total` (from `started`, default now); `submit=False` leaves submitting
+    to a stream that outlives the block (an error submits at once)."""
+    started = time.perf_counter() if started is None else started
+    try:
+        yield trace
+    except Exception as exc:
+        trace.error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        submit = True
+        raise
+    finally:
+        trace.latencies_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+        if submit:
+            serving.writer.submit(trace)
+
+
+def finish_stream(serving: Serving, trace: Trace, started: float) -> None:
+    trace.latencies_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
+    serving.writer.submit(trace)

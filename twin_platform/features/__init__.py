@@ -1,0 +1,1 @@
+"""The feature pipeline: raw warehouse documents → cleaned documents → chunks → embedded chunks."""

@@ -1,0 +1,327 @@
+"""The incremental feature sync of one author: warehouse → cleaned_documents → chunks → embedded_chunks.
+
+Each stage does only what changed since its last run:
+- cleaning compares the warehouse's content hashes with the stored ones (reading hashes only, not
+  content), cleans new and changed documents, and deletes documents gone from the warehouse;
+- chunking re-cuts documents whose content or chunker fingerprint changed;
+- embedding deletes embedded chunks whose chunk disappeared (or whose model changed) and embeds only
+  chunks without a vector, so an unchanged chunk of an edited document keeps its vector.
+Work streams in batches, each batch one transaction: a crash loses at most the batch in flight, and
+the next run resumes where it stopped. A run with nothing new writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import psycopg
+from pydantic import BaseModel, Field
+from pymongo.database import Database
+from tqdm import tqdm
+
+from twin_platform.documents import content_hash
+from twin_platform.features import store
+from twin_platform.features.chunking import Chunker
+from twin_platform.features.cleaning import CLEANER_VERSION, clean
+from twin_platform.features.embedding import Embedder, load_tokenizer, model_max_tokens
+from twin_platform.storage import postgres as pg_store
+from twin_platform.storage.warehouse import Category
+
+
+def document_id(category: str, author: str, url: str) -> str:
+    return hashlib.sha256(f"{category}|{author}|{url}".encode()).hexdigest()
+
+
+class CleaningReport(BaseModel):
+    author: str
+    in_warehouse: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    by_category: dict[str, int] = Field(default_factory=dict, description="Documents cleaned now.")
+    by_status: dict[str, int] = Field(
+        default_factory=dict, description="ok, truncated, empty, non_text."
+    )
+    by_language: dict[str, int] = Field(default_factory=dict)
+    boilerplate_lines_removed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def written(self) -> int:
+        return self.new + self.changed + self.deleted
+
+
+class ChunkingReport(BaseModel):
+    author: str
+    documents: int = 0
+    chunks: int = 0
+    by_category: dict[str, int] = Field(default_factory=dict, description="Chunks written now.")
+    seconds: float = 0.0
+
+
+class EmbeddingReport(BaseModel):
+    author: str
+    model: str
+    embedded: int = 0
+    deleted: int = 0
+    reindexed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds else 0.0
+
+
+# -- cleaning -----------------------------------------------------------------------------------------
+def warehouse_index(db: Database, author: str) -> pl.DataFrame:
+    """document_id, category, url, content_hash of every raw document of an author (no content)."""
+    rows: list[dict[str, Any]] = []
+    for category in Category:
+        for doc in db[category.value].find(
+            {"author": author}, {"_id": 0, "url": 1, "content_hash": 1}
+        ):
+            url = doc.get("url")
+            if not isinstance(url, str) or not url:
+                continue
+            rows.append(
+                {
+                    "document_id": document_id(category.value, author, url),
+                    "category": category.value,
+                    "url": url,
+                    "content_hash": doc.get("content_hash")
+                    if isinstance(doc.get("content_hash"), str)
+                    else None,
+                }
+            )
+    schema = {
+        "document_id": pl.String,
+        "category": pl.String,
+        "url": pl.String,
+        "content_hash": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def plan_cleaning(index: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """(documents to clean with a `new` flag, ids to delete). Unknown hashes are cleaned to find out."""
+    joined = index.join(stored, on="document_id", how="left")
+    todo = joined.filter(
+        pl.col("stored_hash").is_null()
+        | pl.col("content_hash").is_null()
+        | (pl.col("content_hash") != pl.col("stored_hash"))
+        | (pl.col("cleaner_version") != CLEANER_VERSION)
+    ).with_columns(new=pl.col("stored_hash").is_null())
+    deleted = stored.join(index, on="document_id", how="anti")["document_id"].to_list()
+    return todo, deleted
+
+
+def _published_at(value: object) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _optional_text(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def clean_row(
+    raw: dict[str, Any], category: str, author: str, max_chars: int
+) -> tuple[store.CleanedRow, int]:
+    """A warehouse document as a cleaned_documents row, and how many boilerplate lines it lost."""
+    content = raw.get("content")
+    raw_hash = (
+        content_hash(content)
+        if isinstance(content, str)
+        else hashlib.sha256(repr(content).encode()).hexdigest()
+    )
+    cleaned = clean(content, category, max_chars=max_chars)
+    row = store.CleanedRow(
+        document_id=document_id(category, author, raw["url"]),
+        author=author,
+        category=category,
+        platform=_optional_text(raw.get("platform")) or "unknown",
+        url=raw["url"],
+        title=_optional_text(raw.get("title")),
+        content=cleaned.content,
+        content_hash=raw.get("content_hash")
+        if isinstance(raw.get("content_hash"), str)
+        else raw_hash,
+        language=cleaned.language,
+        published_at=_published_at(raw.get("published_at")),
+        status=cleaned.status,
+        cleaner_version=CLEANER_VERSION,
+    )
+    return row, cleaned.removed_lines
+
+
+def sync_cleaned_documents(
+    db: Database,
+    conn: psycopg.Connection,
+    author: str,
+    batch_size: int = 256,
+    max_chars: int = 2_000_000,
+) -> CleaningReport:
+    """Bring cleaned_documents of `author` in line with the warehouse. `conn` must be autocommit."""
+    started = time.perf_counter()
+    index = warehouse_index(db, author)
+    stored = store.cleaned_state(conn, author)
+    todo, deleted = plan_cleaning(index, stored)
+    stored_rows = {r[0]: (r[1], r[2]) for r in stored.iter_rows()}
+    report = CleaningReport(
+        author=author, in_warehouse=index.height, deleted=store.delete_documents(conn, deleted)
+    )
+    statuses: Counter[str] = Counter()
+    languages: Counter[str] = Counter()
+    categories: Counter[str] = Counter()
+    with tqdm(total=todo.height, desc=f"clean {author}", unit="doc", disable=None) as progress:
+        for category in Category:
+            urls = todo.filter(pl.col("category") == category.value)["url"].to_list()
+            for start in range(0, len(urls), batch_size):
+                batch = urls[start : start + batch_size]
+                rows = []
+                for raw in db[category.value].find({"author": author, "url": {"$in": batch}}):
+                    row, removed = clean_row(raw, category.value, author, max_chars)
+                    if stored_rows.get(row.document_id) == (row.content_hash, CLEANER_VERSION):
+                        report.unchanged += 1  # its hash was missing in the warehouse, not new
+                        continue
+                    rows.append(row)
+                    report.boilerplate_lines_removed += removed
+                    statuses[row.status] += 1
+                    languages[row.language or "und"] += 1
+                    categories[category.value] += 1
+                    if row.document_id in stored_rows:
+                        report.changed += 1
+                    else:
+                        report.new += 1
+                store.upsert_cleaned(conn, rows)
+                progress.update(len(batch))
+    report.unchanged += index.height - todo.height
+    report.by_status, report.by_language, report.by_category = (
+        dict(statuses),
+        dict(languages),
+        dict(categories),
+    )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# -- chunking -----------------------------------------------------------------------------------------
+def build_chunker(model: str, max_tokens: int = 256) -> Chunker:
+    """A chunker on the model's own tokenizer, never longer than the model reads."""
+    return Chunker(load_tokenizer(model), max_tokens=min(max_tokens, model_max_tokens(model)))
+
+
+def chunk_rows(document: dict[str, Any], chunker: Chunker) -> list[store.ChunkRow]:
+    if document["status"] not in ("ok", "truncated"):
+        return []
+    title = {"title": document["title"]} if document.get("title") else {}
+    return [
+        store.ChunkRow(
+            chunk_id=c.chunk_id,
+            document_id=document["document_id"],
+            author=document["author"],
+            category=document["category"],
+            source_url=document["url"],
+            chunk_index=c.chunk_index,
+            content=c.content,
+            token_count=c.token_count,
+            metadata=title | c.metadata,
+        )
+        for c in chunker.chunk(document["document_id"], document["category"], document["content"])
+    ]
+
+
+def sync_chunks(
+    conn: psycopg.Connection, author: str, chunker: Chunker, batch_size: int = 256
+) -> ChunkingReport:
+    """Re-chunk documents that changed (or all, when the chunker changed). `conn` must be autocommit."""
+    started = time.perf_counter()
+    ids = store.documents_to_chunk(conn, author, chunker.fingerprint)
+    report = ChunkingReport(author=author, documents=len(ids))
+    categories: Counter[str] = Counter()
+    with tqdm(total=len(ids), desc=f"chunk {author}", unit="doc", disable=None) as progress:
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
+            rows = [
+                row for doc in store.load_documents(conn, batch) for row in chunk_rows(doc, chunker)
+            ]
+            report.chunks += store.replace_chunks(conn, batch, rows, chunker.fingerprint)
+            categories.update(row.category for row in rows)
+            progress.update(len(batch))
+    report.by_category = dict(categories)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# -- embedding ----------------------------------------------------------------------------------------
+def sync_embeddings(
+    url: str, author: str, embedder: Embedder, batch_size: int = 256
+) -> EmbeddingReport:
+    """Embed chunks that have no vector yet; drop vectors of chunks that are gone.
+
+    Writing batch i (COPY, index maintenance in Postgres) overlaps with encoding batch i+1.
+    """
+    started = time.perf_counter()
+    report = EmbeddingReport(author=author, model=embedder.name)
+    with pg_store.connect(url, autocommit=True) as conn:
+        declared = store.embedding_dimension(conn)
+        if embedder.dimension != declared:
+            raise ValueError(
+                f"model {embedder.name} gives {embedder.dimension}-d vectors but embedded_chunks.embedding "
+                f"is vector({declared}): pick a {declared}-d model or add a migration for the new size."
+            )
+        report.deleted, report.reindexed = store.prune_embeddings(conn, author, embedder.name)
+        total = store.count_missing_embeddings(conn, author)
+        pending: Future[int] | None = None
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-writer") as writer,
+            tqdm(total=total, desc=f"embed {author}", unit="chunk", disable=None) as progress,
+        ):
+            for rows in _batches(url, author, batch_size, total):
+                vectors = embedder.encode([row.content for row in rows])
+                if pending is not None:
+                    report.embedded += pending.result()
+                pending = writer.submit(store.insert_embeddings, conn, rows, vectors, embedder.name)
+                progress.update(len(rows))
+            if pending is not None:
+                report.embedded += pending.result()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _batches(url: str, author: str, batch_size: int, total: int) -> Iterator[list[store.ChunkRow]]:
+    if total:
+        yield from store.iter_missing_embeddings(url, author, batch_size)
+
+
+class FeatureSyncReport(BaseModel):
+    cleaning: CleaningReport
+    chunking: ChunkingReport
+    embedding: EmbeddingReport
+
+
+def sync_author(
+    db: Database,
+    url: str,
+    author: str,
+    embedder: Embedder,
+    chunk_max_tokens: int = 256,
+    batch_size: int = 256,
+    max_document_chars: int = 2_000_000,
+) -> FeatureSyncReport:
+    """All three stages for one author, as the asset graph runs them."""
+    with pg_store.connect(url, autocommit=True) as conn:
+        cleaning = sync_cleaned_documents(db, conn, author, batch_size, max_document_chars)
+        chunker = build_chunker(embedder.name, chunk_max_tokens)
+        chunking = sync_chunks(conn, author, chunker, batch_size)
+    embedding = sync_embeddings(url, author, embedder, batch_size)
+    return FeatureSyncReport(cleaning=cleaning, chunking=chunking, embedding=embedding)

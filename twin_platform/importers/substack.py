@@ -1,0 +1,69 @@
+"""Substack export: `posts.csv` (one row per post) and `posts/<post_id>.html` (each post's body)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.crawlers.extract import html_to_markdown, parse_date
+from twin_platform.documents import Article
+from twin_platform.importers.archive import read_text
+
+REQUIRED = ("post_id", "is_published", "title")
+
+
+def import_substack(posts_csv: Path, author: str, base_url: str | None = None) -> Collected:
+    """Published posts as articles; drafts are skipped. `base_url` gives posts their real URLs."""
+    result = Collected()
+    text, _ = read_text(posts_csv)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    if missing:
+        result.failures.append(Failure(str(posts_csv), f"missing columns {missing}"))
+        return result
+    posts_dir = posts_csv.parent / "posts"
+    for row in reader:
+        where = f"{posts_csv.name} line {reader.line_num}"
+        post_id = (row.get("post_id") or "").strip()
+        if not post_id or None in row or "/" in post_id or post_id.startswith("."):
+            result.failures.append(
+                Failure(where, "malformed row (bad post_id or wrong number of fields)")
+            )
+            continue
+        if (row.get("is_published") or "").strip().lower() != "true":
+            result.skipped.append(Failure(where, f"draft {post_id} (not published)"))
+            continue
+        html_file = posts_dir / f"{post_id}.html"
+        if not html_file.is_file():
+            result.failures.append(
+                Failure(where, f"posts/{post_id}.html is missing from the export")
+            )
+            continue
+        html, decode_errors = read_text(html_file)
+        content = html_to_markdown(html)
+        if not content:
+            result.failures.append(Failure(str(html_file), "no text in the post's HTML"))
+            continue
+        slug = post_id.split(".", 1)[-1]
+        url = f"{base_url.rstrip('/')}/p/{slug}" if base_url else html_file.resolve().as_uri()
+        metadata = {
+            "subtitle": row.get("subtitle") or None,
+            "audience": row.get("audience"),
+            "post_id": post_id,
+        }
+        if decode_errors:
+            metadata["decode_errors"] = decode_errors
+        result.documents.append(
+            Article(
+                author=author,
+                platform="substack",
+                url=url,
+                title=row.get("title") or None,
+                content=content,
+                published_at=parse_date(row.get("post_date")),
+                metadata=metadata,
+            )
+        )
+    return result

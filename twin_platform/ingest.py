@@ -1,0 +1,327 @@
+"""Sources -> documents -> the warehouse, as idempotent upserts with honest counts.
+
+Each document is keyed by (author, url). A document whose content hash and title match the stored
+one is left alone (unchanged); a changed one is replaced (updated); a failing source or file costs
+only itself (failed) and never touches what is already stored. Running twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pymongo
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.documents import RawDocument
+from twin_platform.importers import ExportError, import_export
+from twin_platform.settings import Settings, load_settings
+from twin_platform.sources import (
+    SAMPLE_AUTHOR,
+    SAMPLE_AUTHORS_FILE,
+    AuthorConfig,
+    SourceSpec,
+    load_sources,
+)
+from twin_platform.storage.warehouse import Category, ensure_indexes
+
+log = logging.getLogger(__name__)
+BATCH = 500
+
+
+@dataclass
+class Counts:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "new": self.new,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class IngestReport:
+    author: str
+    counts: dict[Category, Counts] = field(default_factory=lambda: {c: Counts() for c in Category})
+    documents: dict[Category, list[RawDocument]] = field(
+        default_factory=lambda: {c: [] for c in Category}
+    )
+    failures: dict[Category, list[Failure]] = field(
+        default_factory=lambda: {c: [] for c in Category}
+    )
+    skipped: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def total_failed(self) -> int:
+        return sum(c.failed for c in self.counts.values())
+
+
+def _source_category(source: SourceSpec) -> Category:
+    """Where a source's failures are counted when no document says otherwise."""
+    if source.is_repository or "github.com" in (source.url or ""):
+        return Category.REPOSITORIES
+    if source.kind in ("x", "linkedin") and source.url is not None:
+        return Category.POSTS
+    return Category.ARTICLES
+
+
+def collect_source(source: SourceSpec, author: str, settings: Settings) -> Collected:
+    """Documents from one path source (export or local repository). URLs go through `crawl`."""
+    from twin_platform.crawlers.github import RepoLimits, clone_and_read, git_repository_for_folder
+    from twin_platform.crawlers.http import FetchError
+
+    assert source.path is not None
+    try:
+        if source.is_repository:
+            repo = git_repository_for_folder(source.path, settings.home / "cache" / "repos")
+            url = source.url or source.path.resolve().as_uri()
+            limits = RepoLimits(settings.repo_max_file_bytes, settings.repo_max_total_bytes)
+            return Collected(documents=[clone_and_read(str(repo), author, url, limits)])
+        return import_export(
+            source.path, author, source.kind, source.base_url, settings.import_max_bytes
+        )
+    except (ExportError, FetchError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, FetchError) else str(exc)
+        return Collected(failures=[Failure(str(source.path), reason)])
+
+
+def collect(
+    author: AuthorConfig, settings: Settings, progress: Callable[[str], None] = lambda message: None
+) -> tuple[Collected, dict[Category, list[Failure]]]:
+    """Every document of every source, with failures grouped by the category they would have fed."""
+    from twin_platform.crawlers.dispatcher import CrawlTarget, crawl
+
+    collected = Collected()
+    failures: dict[Category, list[Failure]] = defaultdict(list)
+    for source in (s for s in author.sources if s.path is not None):
+        result = collect_source(source, author.name, settings)
+        progress(
+            f"{source.location}: {len(result.documents)} documents, {len(result.failures)} failed"
+        )
+        collected.extend(result)
+        failures[_source_category(source)].extend(result.failures)
+    url_sources = [s for s in author.sources if s.path is None]
+    if url_sources:
+        targets = [
+            CrawlTarget(str(s.url), None if s.kind == "auto" else s.kind) for s in url_sources
+        ]
+        result = crawl(targets, author.name, settings)
+        progress(
+            f"{len(targets)} URLs: {len(result.documents)} documents, {len(result.failures)} failed"
+        )
+        collected.extend(result)
+        by_url = {str(s.url): _source_category(s) for s in url_sources}
+        for failure in result.failures:
+            failures[by_url.get(failure.location, Category.ARTICLES)].append(failure)
+    return collected, failures
+
+
+def upsert(db: Database, author: str, documents: Iterable[RawDocument]) -> dict[Category, Counts]:
+    """Write new and changed documents, skip unchanged ones; one category at a time, in batches."""
+    counts = {c: Counts() for c in Category}
+    by_category: dict[Category, dict[str, RawDocument]] = {c: {} for c in Category}
+    for doc in documents:
+        if doc.author != author:
+            raise ValueError(f"document {doc.url} belongs to {doc.author!r}, not {author!r}")
+        by_category[doc.category][doc.url] = doc  # the same URL twice in one run: the last one wins
+    for category, docs in by_category.items():
+        collection = db[category.value]
+        urls = list(docs)
+        for start in range(0, len(urls), BATCH):
+            batch = urls[start : start + BATCH]
+            stored = {
+                row["url"]: (row.get("content_hash"), row.get("title"))
+                for row in collection.find(
+                    {"author": author, "url": {"$in": batch}},
+                    {"url": 1, "content_hash": 1, "title": 1},
+                )
+            }
+            ops, kinds = [], []
+            for url in batch:
+                doc = docs[url]
+                if url in stored and stored[url] == (doc.content_hash, doc.title):
+                    counts[category].unchanged += 1
+                    continue
+                ops.append(
+                    pymongo.ReplaceOne({"author": author, "url": url}, doc.to_mongo(), upsert=True)
+                )
+                kinds.append("updated" if url in stored else "new")
+            if not ops:
+                continue
+            failed_indexes: set[int] = set()
+            try:
+                collection.bulk_write(ops, ordered=False)
+            except BulkWriteError as exc:
+                failed_indexes = {error["index"] for error in exc.details.get("writeErrors", [])}
+                for error in exc.details.get("writeErrors", [])[:5]:
+                    log.error("write failed for %s: %s", batch[0], error.get("errmsg"))
+            for index, kind in enumerate(kinds):
+                if index in failed_indexes:
+                    counts[category].failed += 1
+                else:
+                    setattr(counts[category], kind, getattr(counts[category], kind) + 1)
+    return counts
+
+
+def ingest_author(
+    author: AuthorConfig,
+    db: Database,
+    settings: Settings | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> IngestReport:
+    """Collect every source of `author` and upsert the documents. Never deletes anything."""
+    settings = settings or load_settings()
+    started = time.perf_counter()
+    ensure_indexes(db)
+    collected, failures = collect(author, settings, progress)
+    report = IngestReport(author=author.name, skipped=collected.skipped)
+    report.counts = upsert(db, author.name, collected.documents)
+    for doc in collected.documents:
+        report.documents[doc.category].append(doc)
+    for category, items in failures.items():
+        report.failures[category].extend(items)
+        report.counts[category].failed += len(items)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def ingest_sample(db: Database, settings: Settings | None = None) -> IngestReport:
+    """The shipped sample author (`ada-quill`) into the warehouse, without Dagster."""
+    author = load_sources(SAMPLE_AUTHORS_FILE).get(SAMPLE_AUTHOR)
+    assert author is not None
+    return ingest_author(author, db, settings)
+
+
+# Checks on what the warehouse holds for an author (run after every materialization).
+
+ALLOWED_PLATFORMS: dict[Category, frozenset[str]] = {
+    Category.ARTICLES: frozenset({"medium", "substack", "linkedin", "web", "local"}),
+    Category.POSTS: frozenset({"linkedin", "x", "local"}),
+    Category.REPOSITORIES: frozenset({"github", "git"}),
+}
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    detail: str
+    examples: list[str] = field(default_factory=list)
+
+
+def check_documents(db: Database, author: str, category: Category) -> list[CheckOutcome]:
+    """No empty content, no duplicate URLs, every document valid for its category."""
+    from twin_platform.documents import DOCUMENT_TYPES
+
+    rows = list(db[category.value].find({"author": author}, {"_id": 0}))
+    empty = [r.get("url", "?") for r in rows if not str(r.get("content") or "").strip()]
+    seen: dict[str, int] = defaultdict(int)
+    for r in rows:
+        seen[str(r.get("url", "")).rstrip("/").lower()] += 1
+    duplicates = [url for url, n in seen.items() if n > 1]
+    invalid = []
+    model = DOCUMENT_TYPES[category]
+    for r in rows:
+        try:
+            doc = model.model_validate({k: v for k, v in r.items() if k != "content_hash"})
+        except ValueError as exc:
+            invalid.append(f"{r.get('url', '?')}: {str(exc).splitlines()[0]}")
+            continue
+        if doc.platform not in ALLOWED_PLATFORMS[category]:
+            invalid.append(
+                f"{doc.url}: platform {doc.platform!r} is not a {category.value} platform"
+            )
+    n = len(rows)
+    return [
+        CheckOutcome(
+            "no_empty_content",
+            not empty,
+            f"{len(empty)} of {n} documents have no content",
+            empty[:5],
+        ),
+        CheckOutcome(
+            "no_duplicate_urls",
+            not duplicates,
+            f"{len(duplicates)} URLs stored more than once",
+            duplicates[:5],
+        ),
+        CheckOutcome(
+            "valid_category",
+            not invalid,
+            f"{len(invalid)} of {n} documents invalid for {category.value}",
+            invalid[:5],
+        ),
+    ]
+
+
+# Materialization metadata: previews, failures and a plot, as Markdown.
+
+
+def _cell(value: object, limit: int = 80) -> str:
+    text = " ".join(str(value if value is not None else "").split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def preview_markdown(documents: list[RawDocument], limit: int = 10) -> str:
+    if not documents:
+        return "_no documents collected in this run_"
+    rows = ["| title | platform | words | published | url |", "|---|---|---|---|---|"]
+    for doc in sorted(
+        documents, key=lambda d: d.published_at.isoformat() if d.published_at else "", reverse=True
+    )[:limit]:
+        published = doc.published_at.date().isoformat() if doc.published_at else ""
+        rows.append(
+            f"| {_cell(doc.title, 60)} | {doc.platform} | {len(doc.content.split())} | {published} | {_cell(doc.url, 90)} |"
+        )
+    return "\n".join(rows)
+
+
+def failures_markdown(failures: list[Failure], limit: int = 20) -> str:
+    if not failures:
+        return "_none_"
+    rows = ["| source | reason |", "|---|---|"]
+    rows += [f"| {_cell(f.location, 90)} | {_cell(f.reason, 160)} |" for f in failures[:limit]]
+    if len(failures) > limit:
+        rows.append(f"| … | {len(failures) - limit} more |")
+    return "\n".join(rows)
+
+
+def words_per_month_markdown(documents: list[RawDocument], title: str) -> str | None:
+    """Bar chart (matplotlib, base64 PNG) of words published per month, or None without dates."""
+    import base64
+    import io
+
+    months: dict[str, int] = defaultdict(int)
+    for doc in documents:
+        if doc.published_at is not None:
+            months[doc.published_at.strftime("%Y-%m")] += len(doc.content.split())
+    if not months:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(months)
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=80)
+    ax.bar(keys, [months[k] for k in keys], color="#4c72b0")
+    ax.set_title(title)
+    ax.set_ylabel("words")
+    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"

@@ -1,0 +1,1 @@
+"""Model files: the base LLM the platform fine-tunes."""

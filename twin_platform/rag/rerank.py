@@ -1,0 +1,75 @@
+"""Reranking: order the fused candidates by relevance to the original query and keep the top k.
+
+A cross-encoder (the reference uses ms-marco MiniLM) is the most accurate and is used when configured
+(`cross-encoder:<model id or path>`); none ships on PyPI, so the offline default is `bi-encoder`: the
+embedding model's cosine similarity to the original query (already computed by the search) plus a
+query-word overlap bonus. `lexical` scores by query-word overlap alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any
+
+from twin_platform.rag.expansion import keywords
+from twin_platform.rag.retriever import RetrievedChunk
+
+LEXICAL_WEIGHT = 0.5
+Reranker = Callable[[str, Sequence[RetrievedChunk]], list[float]]
+
+
+def bi_encoder_scores(query: str, chunks: Sequence[RetrievedChunk]) -> list[float]:
+    """Cosine similarity, plus half the share of query words the chunk contains: exact names and
+    identifiers, which embeddings blur, still count."""
+    overlap = lexical_scores(query, chunks)
+    return [c.similarity + LEXICAL_WEIGHT * o for c, o in zip(chunks, overlap, strict=True)]
+
+
+def lexical_scores(query: str, chunks: Sequence[RetrievedChunk]) -> list[float]:
+    """Fraction of the query's content words found in the chunk."""
+    words = set(keywords(query).split())
+    if not words:
+        return [0.0] * len(chunks)
+    return [
+        len(words & set(re.findall(r"[\w'-]+", c.content.lower()))) / len(words) for c in chunks
+    ]
+
+
+@cache
+def _cross_encoder(model: str) -> Any:
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(model)
+
+
+def cross_encoder_scores(model: str) -> Reranker:
+    def score(query: str, chunks: Sequence[RetrievedChunk]) -> list[float]:
+        if not chunks:
+            return []
+        return [
+            float(s) for s in _cross_encoder(model).predict([(query, c.content) for c in chunks])
+        ]
+
+    return score
+
+
+def get_reranker(spec: str) -> Reranker:
+    """`bi-encoder`, `lexical` or `cross-encoder:<model>`."""
+    if spec == "bi-encoder":
+        return bi_encoder_scores
+    if spec == "lexical":
+        return lexical_scores
+    if spec.startswith("cross-encoder:") and spec.split(":", 1)[1]:
+        return cross_encoder_scores(spec.split(":", 1)[1])
+    raise ValueError(f"unknown reranker {spec!r}: use bi-encoder, lexical or cross-encoder:<model>")
+
+
+def rerank(
+    query: str, chunks: Sequence[RetrievedChunk], k: int, reranker: Reranker
+) -> list[RetrievedChunk]:
+    """The k best chunks by the reranker's score, which replaces `score`."""
+    for chunk, score in zip(chunks, reranker(query, chunks), strict=True):
+        chunk.score = float(score)
+    return sorted(chunks, key=lambda c: c.score, reverse=True)[:k]

