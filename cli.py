@@ -197,21 +197,32 @@ def materialize(
     ] = None,
 ) -> None:
     """Materialize assets in this process; runs show up in the UI."""
+    if not run_selection(selection, partition):
+        raise typer.Exit(1)
+
+
+def run_selection(selection: str, partitions: list[str] | None) -> bool:
+    """Materialize, print one line per run, write a Markdown report; True if every run succeeded."""
     settings = load_settings()
     use_dagster_home(settings)
-    from jobs.launch import materialize as run_selection
+    import dagster as dg
 
-    def report(outcome) -> None:  # type: ignore[no-untyped-def]
+    from jobs.launch import RunOutcome, write_report
+    from jobs.launch import materialize as launch
+
+    def report(outcome: RunOutcome) -> None:
         mark = "[green]ok[/green]" if outcome.success else "[red]FAILED[/red]"
         where = f" [{outcome.partition}]" if outcome.partition else ""
         console.print(f"{mark} {', '.join(outcome.assets)}{where}  run {outcome.run_id}")
 
+    instance = dg.DagsterInstance.get()
     try:
-        outcomes = run_selection(selection, partition, on_run=report)
+        outcomes = launch(selection, partitions, instance=instance, on_run=report)
     except ValueError as exc:
         raise ServiceError(str(exc)) from exc
-    if not all(o.success for o in outcomes):
-        raise typer.Exit(1)
+    path = settings.reports_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    console.print(f"report: {write_report(outcomes, instance, path)}")
+    return all(o.success for o in outcomes)
 
 
 def add_author_partitions(names: list[str]) -> None:
@@ -257,6 +268,26 @@ def ingest(
         f"{registered.name}: {len(registered.sources)} sources in {settings.authors_file}"
     )
     materialize("group:collection", [registered.name])
+    print_collection_counts(registered.name)
+
+
+def print_collection_counts(author: str) -> None:
+    """The counts the raw assets just recorded, as a table (details: the UI's asset pages)."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    columns = ("new", "updated", "unchanged", "failed", "documents_stored")
+    table = Table("asset", *columns)
+    for name in ("raw_articles", "raw_posts", "raw_repositories"):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[author]), limit=1
+        ).records
+        if records and records[0].asset_materialization is not None:
+            metadata = records[0].asset_materialization.metadata
+            table.add_row(
+                name, *(str(metadata[c].value) if c in metadata else "-" for c in columns)
+            )
+    console.print(table)
 
 
 def ensure_authors(settings: Settings) -> None:
@@ -279,7 +310,7 @@ def run() -> None:
     print_status(services.up(settings))
     use_dagster_home(settings)
     ensure_authors(settings)
-    materialize("*", None)
+    succeeded = run_selection("*", None)
     url = start_ui(settings, settings.ui_port)
     api_url = start_api(settings, settings.api_host, settings.api_port)
     console.print(f"\nDone in {time.perf_counter() - started:.0f} s.")
@@ -289,6 +320,111 @@ def run() -> None:
     )
     console.print(f"  Reports    : {settings.reports_dir}")
     console.print("  Stop all   : twin down")
+    if not succeeded:
+        console.print("[red]Some runs failed[/red]: see the report above and the runs in the UI.")
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
+    author: Annotated[str | None, typer.Option(help="Only this author's chunks.")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many chunks to show.")] = 5,
+    lexical: Annotated[
+        bool, typer.Option(help="Full-text search instead of vector search.")
+    ] = False,
+) -> None:
+    """Top chunks of the feature store for a query, with scores and source URLs (retrieval, no generation)."""
+    from twin_platform.features import store
+    from twin_platform.features.embedding import load_embedder
+    from twin_platform.storage.postgres import connect
+
+    settings = load_settings()
+    url = services.postgres_uri(settings)
+    with connect(url, autocommit=True) as conn:
+        if lexical:
+            hits = store.lexical_search(conn, query, k=k, author=author)
+        else:
+            embedder = load_embedder(settings.embedding_model, settings.embedding_device)
+            vector = embedder.encode([query])[0]
+            hits = store.vector_search(
+                conn, vector, k=k, author=author, ef_search=settings.hnsw_ef_search
+            )
+    if not hits:
+        console.print("no matching chunks (materialize embedded_chunks first, or check --author)")
+        raise typer.Exit(1)
+    for rank, hit in enumerate(hits, start=1):
+        snippet = " ".join(hit.content.split())
+        snippet = snippet[:400] + ("…" if len(snippet) > 400 else "")
+        line = f"{rank}. score {hit.score:.3f}  {hit.category}  {hit.author}"
+        console.print(line, style="bold", highlight=False, markup=False)
+        console.print(f"   {hit.source_url}", soft_wrap=True, highlight=False, markup=False)
+        console.print(f"   {snippet}\n", highlight=False, markup=False)
+
+
+datasets_app = typer.Typer(help="Instruction and preference datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("build")
+def datasets_build(
+    author: Annotated[str, typer.Argument(help="Author key (the partition), e.g. ada-quill.")],
+    max_extracts: Annotated[int | None, typer.Option(help="Extracts sent to the LLM.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="litellm model string (default TWIN_LLM_MODEL).")
+    ] = None,
+) -> None:
+    """Materialize instruction_dataset and preference_dataset for one author (runs show in the UI)."""
+    if max_extracts:
+        os.environ["TWIN_DATASET_MAX_EXTRACTS"] = str(max_extracts)
+    if model:
+        os.environ["TWIN_LLM_MODEL"] = model
+    materialize("group:datasets", [author])
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Every dataset version on local disk, newest first, with its counts and generator."""
+    from twin_platform.datasets.artifact import DatasetArtifact
+
+    root = load_settings().home / "datasets"
+    cards = sorted(root.glob("*/*/*/card.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    table = Table("kind", "author", "version", "train", "test", "generator", "path")
+    for card_path in cards:
+        artifact = DatasetArtifact.from_folder(card_path.parent)
+        card = artifact.card()
+        counts = card["counts"]
+        table.add_row(
+            artifact.kind,
+            artifact.author,
+            artifact.version,
+            str(counts["train"]),
+            str(counts["test"]),
+            card["generator_model"],
+            str(artifact.path),
+        )
+    console.print(table)
+
+
+@app.command()
+def ask(
+    prompt: Annotated[str, typer.Argument(help="What to ask the model.")],
+    model: Annotated[
+        str | None, typer.Option(help="litellm model string (default TWIN_LLM_MODEL).")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="Largest answer, in tokens.")] = 128,
+) -> None:
+    """One LLM call through litellm, in the chat format training uses: checks the LLM configuration."""
+    from twin_platform.llm.provider import complete
+    from twin_platform.prompts import chat_messages
+
+    started = time.perf_counter()
+    result = complete(chat_messages(prompt), model=model, max_tokens=max_tokens)
+    console.print(result.text)
+    console.print(
+        f"[dim]{result.model}: {result.prompt_tokens} prompt + {result.completion_tokens} completion tokens, "
+        f"{time.perf_counter() - started:.1f} s[/dim]"
+    )
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """The asset graph, one module per stage. `definitions.py` loads every module listed here."""
 
-from assets import datasets, features, platform, raw_documents
+from assets import datasets, features, monitoring, platform, raw_documents, training
 
-ASSET_MODULES = [platform, raw_documents, features, datasets]
+ASSET_MODULES = [platform, raw_documents, features, datasets, monitoring, training]

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from assets.partitions import authors
 from resources import EmbeddingModelResource, PostgresResource, WarehouseResource
+from twin_platform import sql_models
 from twin_platform.features import pipeline, report, store
 from twin_platform.features.embedding import model_max_tokens
 from twin_platform.settings import load_settings
@@ -191,6 +192,8 @@ def embedded_chunks(
             "device": str(embedder.model.device),
             "dimension": embedder.dimension,
             "seconds": round(result.seconds, 2),
+            "encode_seconds": round(result.encode_seconds, 2),
+            "write_seconds": round(result.write_seconds, 2),
             "table": "embedded_chunks",
         }
         | counts
@@ -268,3 +271,41 @@ def chunks_fit_the_model(
         passed=q.over_token_limit == 0,
         metadata={"over_limit": q.over_token_limit, "longest": q.max_tokens_seen, "limit": limit},
     )
+
+
+FEATURE_TABLES = {
+    "cleaned_documents": cleaned_documents.key,
+    "chunks": chunks.key,
+    "embedded_chunks": embedded_chunks.key,
+}
+
+
+def sql_model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
+    """One asset per `dbt_like_sql` model, with lineage to the tables and models it reads."""
+    deps = [FEATURE_TABLES.get(name, dg.AssetKey(name)) for name in model.depends_on]
+
+    @dg.asset(
+        name=model.name,
+        group_name="feature_analytics",
+        deps=deps,
+        kinds={"postgres", "sql"},
+        description=f"{model.description} (`dbt_like_sql/{model.name}.sql` → `{model.table}`)",
+        automation_condition=dg.AutomationCondition.eager(),
+    )
+    def _model(postgres: PostgresResource) -> dg.MaterializeResult:
+        with pg_store.connect(postgres.uri(), autocommit=True) as conn:
+            rows = sql_models.run_model(conn, model)
+            sample = sql_models.preview(conn, model)
+        return dg.MaterializeResult(
+            metadata={
+                "rows": rows,
+                "table": model.table,
+                "preview": dg.MetadataValue.md(report.markdown_table(sample)),
+                "sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
+            }
+        )
+
+    return _model
+
+
+SQL_MODEL_ASSETS = [sql_model_asset(model) for model in sql_models.load_models()]

@@ -30,52 +30,85 @@ PEAK_FLOPS = 989e12
 
 SHAPES: dict[str, dict[str, Any]] = {
     "1b": {  # Llama-3.2-1B
-        "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-        "num_attention_heads": 32, "num_key_value_heads": 8, "tie_word_embeddings": True,
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "tie_word_embeddings": True,
     },
     "8b": {  # Llama-3.1-8B
-        "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-        "num_attention_heads": 32, "num_key_value_heads": 8, "tie_word_embeddings": False,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "tie_word_embeddings": False,
     },
 }
 VOCAB = 128_256
 # A CPU smoke run of this script: BENCH_DEVICE=cpu BENCH_SHAPE=tiny (not a measurement).
 DEVICE = os.environ.get("BENCH_DEVICE", "cuda")
 if os.environ.get("BENCH_SHAPE") == "tiny":
-    SHAPES = {size: {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "num_key_value_heads": 2, "tie_word_embeddings": True} for size in SHAPES}
+    SHAPES = {
+        size: {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "tie_word_embeddings": True,
+        }
+        for size in SHAPES
+    }
     VOCAB = 2048
 SCALE = 16 if os.environ.get("BENCH_SHAPE") == "tiny" else 1
 
 # (task, size, variant): in priority order, so a time limit cuts the extras, not the comparison.
 PLAN = [
-    ("sft", "1b", "trl_default"), ("sft", "1b", "project"),
-    ("sft", "8b", "trl_default"), ("sft", "8b", "project"),
-    ("dpo", "1b", "trl_default"), ("dpo", "1b", "project"),
-    ("dpo", "8b", "trl_default"), ("dpo", "8b", "project"),
-    ("sft", "1b", "project_bs8"), ("sft", "8b", "project_gc_bs8"),
-    ("sft", "1b", "project_liger"), ("sft", "8b", "project_liger"),
+    ("sft", "1b", "trl_default"),
+    ("sft", "1b", "project"),
+    ("sft", "8b", "trl_default"),
+    ("sft", "8b", "project"),
+    ("dpo", "1b", "trl_default"),
+    ("dpo", "1b", "project"),
+    ("dpo", "8b", "trl_default"),
+    ("dpo", "8b", "project"),
+    ("sft", "1b", "project_noliger"),
+    ("sft", "8b", "project_noliger"),
 ]
 
 
-def variant_args(task: str, size: str, variant: str) -> dict[str, Any]:
+def variant_args(task: str, variant: str, parameters: int) -> dict[str, Any]:
     """Trainer arguments of a variant: TRL's defaults, or the project's `full` profile."""
-    common = {"report_to": "none", "save_strategy": "no", "logging_steps": 10_000,
-              "include_num_input_tokens_seen": "non_padding", "gradient_accumulation_steps": 1}
+    common = {
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 10_000,
+        "include_num_input_tokens_seen": "non_padding",
+        "gradient_accumulation_steps": 1,
+    }
     if variant == "trl_default":
         return common | {"max_length": 2048 if task == "sft" else 1024}
     sys.path.insert(0, str(ROOT))
     from twin_platform.training.config import profile, trainer_arguments
 
     hp = profile("full", task)  # type: ignore[arg-type]
-    args = trainer_arguments(hp, stage=task, output_dir=Path("/tmp/bench-out"), on_gpu=True, bf16_ok=True)
-    args = {k: v for k, v in args.items() if k not in {"save_steps", "save_total_limit", "output_dir"}} | common
-    if variant.endswith("_bs8"):
-        args["per_device_train_batch_size"] = 8
-    if "_gc" in variant:
-        args["gradient_checkpointing"] = True
-    if variant.endswith("_liger"):
-        args["use_liger_kernel"] = True
+    args = trainer_arguments(
+        hp,
+        stage=task,
+        output_dir=Path("/tmp/bench-out"),
+        on_gpu=True,
+        bf16_ok=True,
+        parameters=parameters,
+    )
+    args = {
+        k: v for k, v in args.items() if k not in {"save_steps", "save_total_limit", "output_dir"}
+    } | common
+    if variant.endswith("_bs2"):  # the reference's micro-batch
+        args["per_device_train_batch_size"] = 2
+    if variant.endswith("_noliger"):
+        args["use_liger_kernel"] = False
     return args
 
 
@@ -84,7 +117,9 @@ def build(size: str):  # type: ignore[no-untyped-def]
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    config = LlamaConfig(vocab_size=VOCAB, max_position_embeddings=4096, rope_theta=500_000.0, **SHAPES[size])
+    config = LlamaConfig(
+        vocab_size=VOCAB, max_position_embeddings=4096, rope_theta=500_000.0, **SHAPES[size]
+    )
     config._attn_implementation = "sdpa"
     torch.set_default_dtype(torch.bfloat16)
     with torch.device(DEVICE):
@@ -93,7 +128,9 @@ def build(size: str):  # type: ignore[no-untyped-def]
     vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2} | {f"t{i}": i for i in range(3, VOCAB)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
     return model, tokenizer
 
 
@@ -103,7 +140,9 @@ def sft_dataset(n: int, seed: int = 0):  # type: ignore[no-untyped-def]
 
     rng = np.random.default_rng(seed)
     lengths = rng.integers(128 // SCALE, 2048 // SCALE + 1, size=n)
-    return Dataset.from_dict({"input_ids": [rng.integers(3, VOCAB, size=int(k)).tolist() for k in lengths]})
+    return Dataset.from_dict(
+        {"input_ids": [rng.integers(3, VOCAB, size=int(k)).tolist() for k in lengths]}
+    )
 
 
 def dpo_dataset(n: int, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -113,10 +152,19 @@ def dpo_dataset(n: int, seed: int = 0):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
 
     def words(lo: int, hi: int) -> str:
-        return " ".join(f"t{i}" for i in rng.integers(3, VOCAB, size=int(rng.integers(lo // SCALE, hi // SCALE))))
+        return " ".join(
+            f"t{i}"
+            for i in rng.integers(3, VOCAB, size=int(rng.integers(lo // SCALE, hi // SCALE)))
+        )
 
-    rows = [{"prompt": words(64, 512), "chosen": " " + words(64, 500) + " <eos>",
-             "rejected": " " + words(64, 500) + " <eos>"} for _ in range(n)]
+    rows = [
+        {
+            "prompt": words(64, 512),
+            "chosen": " " + words(64, 500) + " <eos>",
+            "rejected": " " + words(64, 500) + " <eos>",
+        }
+        for _ in range(n)
+    ]
     return Dataset.from_list(rows)
 
 
@@ -127,61 +175,93 @@ def worker(task: str, size: str, variant: str, warmup: int, steps: int) -> dict[
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    args = variant_args(task, size, variant)
+    model, tokenizer = build(size)
+    n_params = sum(p.numel() for p in model.parameters())
+    args = variant_args(task, variant, n_params)
     if DEVICE != "cuda":
         args |= {"bf16": False, "optim": "adamw_torch", "use_cpu": True}
     bs = args.get("per_device_train_batch_size", 8)
     if args.get("train_sampling_strategy") == "group_by_length":
         # Length-grouped batches come in mega-batches sorted longest first: time whole mega-batches.
         steps = max(steps, 50 if bs <= 2 else 12) - warmup
-    model, tokenizer = build(size)
-    n_params = sum(p.numel() for p in model.parameters())
-    lora = LoraConfig(r=32, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=32, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+
+    marks: list[tuple[float, int]] = []
 
     class Timer(TrainerCallback):
-        marks: list[tuple[float, int]] = []
-
         def on_step_end(self, a, state, control, **kw):  # type: ignore[no-untyped-def]
             if DEVICE == "cuda":
                 torch.cuda.synchronize()
-            self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen)))
+            marks.append((time.perf_counter(), int(state.num_input_tokens_seen)))
 
     total = warmup + steps
     rows = max(400, total * bs)
     args |= {"output_dir": f"/tmp/bench-{task}-{size}-{variant}", "max_steps": total}
     if task == "sft":
-        trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=sft_dataset(rows),
-                             processing_class=tokenizer, peft_config=lora, callbacks=[Timer()])
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**args),
+            train_dataset=sft_dataset(rows),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[Timer()],
+        )
     else:
-        trainer = DPOTrainer(model=model, args=DPOConfig(**args), train_dataset=dpo_dataset(rows),
-                             processing_class=tokenizer, peft_config=lora, callbacks=[Timer()])
+        trainer = DPOTrainer(
+            model=model,
+            args=DPOConfig(**args),
+            train_dataset=dpo_dataset(rows),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[Timer()],
+        )
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    marks = Timer.marks
     (t0, k0), (t1, k1) = marks[warmup - 1], marks[-1]
     tokens_s = (k1 - k0) / (t1 - t0)
     return {
-        "task": task, "size": size, "variant": variant, "params": n_params, "batch": bs,
+        "task": task,
+        "size": size,
+        "variant": variant,
+        "params": n_params,
+        "batch": bs,
         "gradient_checkpointing": trainer.args.gradient_checkpointing,
-        "sampling": trainer.args.train_sampling_strategy, "optim": str(trainer.args.optim),
+        "sampling": trainer.args.train_sampling_strategy,
+        "optim": str(trainer.args.optim),
         "liger": bool(getattr(trainer.args, "use_liger_kernel", False)),
-        "steps_timed": len(marks) - warmup, "s_per_step": (t1 - t0) / (len(marks) - warmup),
-        "tokens_per_s": tokens_s, "mfu": 6 * n_params * tokens_s / PEAK_FLOPS,
+        "steps_timed": len(marks) - warmup,
+        "s_per_step": (t1 - t0) / (len(marks) - warmup),
+        "tokens_per_s": tokens_s,
+        "mfu": 6 * n_params * tokens_s / PEAK_FLOPS,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else float("nan"),
         "examples_per_s": bs * (len(marks) - warmup) / (t1 - t0),
     }
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| task | size | variant | batch | grad ckpt | sampling | s/step | examples/s | tokens/s | MFU | peak GiB | vs default |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    base = {(r["task"], r["size"]): r["tokens_per_s"] for r in results if r.get("variant") == "trl_default" and "error" not in r}
+    lines = [
+        "| task | size | variant | batch | grad ckpt | sampling | s/step | examples/s | tokens/s | MFU | peak GiB | vs default |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = {
+        (r["task"], r["size"]): r["tokens_per_s"]
+        for r in results
+        if r.get("variant") == "trl_default" and "error" not in r
+    }
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['task']} | {r['size']} | {r['variant']} | failed: {r['error'][:80]} |||||||||")
+            lines.append(
+                f"| {r['task']} | {r['size']} | {r['variant']} | failed: {r['error'][:80]} |||||||||"
+            )
             continue
-        ratio = r["tokens_per_s"] / base[(r["task"], r["size"])] if (r["task"], r["size"]) in base else float("nan")
+        ratio = (
+            r["tokens_per_s"] / base[(r["task"], r["size"])]
+            if (r["task"], r["size"]) in base
+            else float("nan")
+        )
         lines.append(
             f"| {r['task']} | {r['size']} | {r['variant']} | {r['batch']} | {r['gradient_checkpointing']} | {r['sampling']} "
             f"| {r['s_per_step']:.3f} | {r['examples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} "
@@ -191,12 +271,29 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/raw"), help="Folder for JSON/Markdown results.")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/raw"),
+        help="Folder for JSON/Markdown results.",
+    )
     parser.add_argument("--only", nargs="*", help="Run only these task:size:variant entries.")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed steps first.")
-    parser.add_argument("--steps", type=int, default=10, help="Timed steps (at least a mega-batch when length-grouped).")
-    parser.add_argument("--budget-s", type=float, default=540, help="Stop starting variants after this many seconds.")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help="Timed steps (at least a mega-batch when length-grouped).",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=540,
+        help="Stop starting variants after this many seconds.",
+    )
     parser.add_argument("--variant-timeout-s", type=float, default=200)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -206,7 +303,12 @@ def main() -> None:
         try:
             result = worker(task, size, variant, args.warmup, args.steps)
         except Exception as exc:  # reported per variant: one OOM must not hide the other figures
-            result = {"task": task, "size": size, "variant": variant, "error": f"{type(exc).__name__}: {exc}"}
+            result = {
+                "task": task,
+                "size": size,
+                "variant": variant,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -218,15 +320,41 @@ def main() -> None:
             print(f"budget spent: skipping {task}:{size}:{variant}", flush=True)
             continue
         t = time.monotonic()
-        cmd = [sys.executable, __file__, "--worker", f"{task}:{size}:{variant}", "--warmup", str(args.warmup), "--steps", str(args.steps)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            f"{task}:{size}:{variant}",
+            "--warmup",
+            str(args.warmup),
+            "--steps",
+            str(args.steps),
+        ]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.variant_timeout_s, env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=args.variant_timeout_s,
+                env=os.environ | {"TOKENIZERS_PARALLELISM": "false"},
+            )
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            result = json.loads(line[7:]) if line else {"task": task, "size": size, "variant": variant, "error": proc.stderr[-300:]}
+            result = (
+                json.loads(line[7:])
+                if line
+                else {"task": task, "size": size, "variant": variant, "error": proc.stderr[-300:]}
+            )
             with (args.out / "logs.txt").open("a") as log:
-                log.write(f"==== {task}:{size}:{variant}\n{proc.stdout[-3000:]}{proc.stderr[-6000:]}\n")
+                log.write(
+                    f"==== {task}:{size}:{variant}\n{proc.stdout[-3000:]}{proc.stderr[-6000:]}\n"
+                )
         except subprocess.TimeoutExpired:
-            result = {"task": task, "size": size, "variant": variant, "error": f"timeout {args.variant_timeout_s}s"}
+            result = {
+                "task": task,
+                "size": size,
+                "variant": variant,
+                "error": f"timeout {args.variant_timeout_s}s",
+            }
         result["wall_s"] = round(time.monotonic() - t, 1)
         results.append(result)
         print(json.dumps(result), flush=True)

@@ -7,6 +7,7 @@ partitioned segment gets its own run.
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
@@ -20,23 +21,35 @@ class RunOutcome:
 
 
 def plan_segments(defs: dg.Definitions, selection: str) -> list[tuple[bool, list[dg.AssetKey]]]:
-    """Selected asset keys in topological order, grouped into (partitioned?, keys) segments."""
+    """Selected asset keys as (partitioned?, keys) segments, in dependency order, as few as possible.
+
+    Unpartitioned and partitioned assets alternate; each segment takes every asset of its kind whose
+    selected upstream assets are already planned.
+    """
     graph = defs.resolve_asset_graph()
     try:
         selected = dg.AssetSelection.from_string(selection).resolve(graph)
     except dg.DagsterError as exc:  # unknown keys, syntax errors
         raise ValueError(f"selection {selection!r} matches no asset: {exc}") from exc
-    if not selected:
+    remaining = [
+        k for k in graph.toposorted_asset_keys if k in selected and graph.get(k).is_materializable
+    ]
+    if not remaining:
         raise ValueError(f"selection {selection!r} matches no asset")
+    planned: set[dg.AssetKey] = set()
     segments: list[tuple[bool, list[dg.AssetKey]]] = []
-    for key in graph.toposorted_asset_keys:
-        if key not in selected or not graph.get(key).is_materializable:
-            continue
-        partitioned = graph.get(key).partitions_def is not None
-        if segments and segments[-1][0] == partitioned:
-            segments[-1][1].append(key)
-        else:
-            segments.append((partitioned, [key]))
+    while remaining:
+        for partitioned in (False, True):
+            segment: list[dg.AssetKey] = []
+            for key in remaining:
+                node = graph.get(key)
+                upstream = set(node.parent_keys) & set(remaining)
+                if (node.partitions_def is not None) == partitioned and upstream <= set(segment):
+                    segment.append(key)
+            if segment:
+                segments.append((partitioned, segment))
+                planned.update(segment)
+                remaining = [k for k in remaining if k not in planned]
     return segments
 
 
@@ -75,3 +88,33 @@ def materialize(
             on_run(outcome)
             outcomes.append(outcome)
     return outcomes
+
+
+def write_report(outcomes: Sequence[RunOutcome], instance: dg.DagsterInstance, path: Path) -> Path:
+    """A Markdown summary of the runs: each asset's scalar metadata and each check's result."""
+    lines = ["# Twin Platform run report", ""]
+    for outcome in outcomes:
+        where = f" [{outcome.partition}]" if outcome.partition else ""
+        lines += [f"## {'ok' if outcome.success else 'FAILED'}{where}: run `{outcome.run_id}`", ""]
+        for record in instance.all_logs(outcome.run_id):
+            event = record.dagster_event
+            if event is None:
+                continue
+            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                materialization = event.step_materialization_data.materialization
+                lines.append(f"- **{materialization.asset_key.to_user_string()}**")
+                for name, value in materialization.metadata.items():
+                    if isinstance(value.value, (int, float)) or (
+                        isinstance(value.value, str) and len(value.value) <= 120
+                    ):
+                        lines.append(f"  - {name}: {value.value}")
+            elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                evaluation = event.event_specific_data
+                verdict = "passed" if evaluation.passed else "FAILED"
+                lines.append(
+                    f"- check `{evaluation.check_name}` on {evaluation.asset_key.to_user_string()}: {verdict}"
+                )
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path

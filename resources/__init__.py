@@ -12,6 +12,7 @@ import psycopg
 from pymongo.database import Database
 
 from resources.io_managers import DatasetIOManager
+from resources.training import TrainingLauncher
 from twin_platform import services
 from twin_platform.settings import Settings, load_settings
 from twin_platform.storage import postgres as pg_store
@@ -91,4 +92,5 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             mongodb_uri=optional_env("MONGODB_URI"),
             database=os.environ.get("TWIN_MONGODB_DATABASE", "twin"),
         ),
+        "training": TrainingLauncher(launcher=load_settings().training_launcher),  # type: ignore[arg-type]
     }

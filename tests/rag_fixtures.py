@@ -7,9 +7,13 @@ filters are tested; one text is cross-posted under two URLs so de-duplication is
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
+from typing import Any
 
 from twin_platform.features import store
 from twin_platform.features.embedding import load_embedder
+from twin_platform.services.process import free_port
 from twin_platform.settings import load_settings
 from twin_platform.storage.postgres import connect
 
@@ -76,3 +80,18 @@ def load_corpus(postgres_url: str) -> dict[str, str]:
             )
             store.insert_embeddings(conn, chunks, vectors, embedder.name)
     return {c.source_url: c.chunk_id for c in chunks}
+
+
+def start_server(app: Any) -> tuple[str, Any, threading.Thread]:
+    """uvicorn serving `app` on a free port in a thread of this process: real HTTP, shared models."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 180
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "API did not start"
+        time.sleep(0.1)
+    return f"http://127.0.0.1:{port}", server, thread

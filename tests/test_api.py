@@ -8,7 +8,6 @@ the OpenAPI spec (no 500s).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,30 +16,15 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from rag_fixtures import load_corpus
+from rag_fixtures import load_corpus, start_server
 from schemathesis.checks import not_a_server_error
 
-from twin_platform.services.process import free_port
 from twin_platform.settings import load_settings
 from twin_platform.storage.postgres import connect
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_BODY = 8192
-
-
-def start_server(app: Any) -> tuple[str, Any, threading.Thread]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 180
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "API did not start"
-        time.sleep(0.1)
-    return f"http://127.0.0.1:{port}", server, thread
 
 
 @pytest.fixture(scope="module")

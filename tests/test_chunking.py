@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -53,8 +54,7 @@ def test_articles_fit_the_model_keep_all_text_and_overlap(
     for sentence in re.findall(r"Paragraph \d+ explains vector search step \d+\.", text):
         assert sentence in joined
     overlaps = [
-        a.content.split(". ")[-1].strip() in b.content
-        for a, b in zip(chunks, chunks[1:], strict=False)
+        a.content.split(". ")[-1].strip() in b.content for a, b in itertools.pairwise(chunks)
     ]
     assert sum(overlaps) >= len(chunks) // 2  # consecutive chunks share a trailing sentence
     assert chunks[3].metadata["section"].startswith("Part")

@@ -220,6 +220,11 @@ def test_ssrf_guard_blocks_private_addresses_by_default(site: RecordedSite) -> N
         "0.0.0.0",
         "localhost",
         "fd00::1",
+        "::ffff:127.0.0.1",  # IPv4-mapped loopback
+        "2130706433",  # 127.0.0.1 as one decimal number
+        "127.1",
+        "100.64.0.1",  # carrier-grade NAT
+        "224.0.0.1",  # multicast
     ):
         with pytest.raises(BlockedAddressError):
             check_address(host, ())

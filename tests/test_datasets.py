@@ -19,6 +19,7 @@ from twin_platform.datasets.card import build_readme
 from twin_platform.datasets.curation import RuleConfig, Sample
 from twin_platform.datasets.extracts import SourceDocument, cut_extracts, sample_extracts
 from twin_platform.datasets.generation import (
+    INSTRUCTION_EXAMPLE,
     BackendUnavailableError,
     GenerationStats,
     Generator,
@@ -71,6 +72,20 @@ def test_extracts_are_sentence_aligned_within_bounds_and_sampled_reproducibly() 
     assert all(300 <= len(e.text) <= 700 * 1.25 for e in extracts)
     assert all(e.text[-1] in ".!?" for e in extracts)
     assert len({e.extract_id for e in extracts}) == len(extracts)
+    # Paragraph breaks survive; a heading moves on to open the next extract; a sign-off is dropped.
+    post = (
+        POSTS["https://example.com/p99"]
+        + "\n\nWhat I do now\n\n"
+        + POSTS["https://example.com/boring"]
+    )
+    headed = cut_extracts(
+        SourceDocument("doc2", AUTHOR, "articles", "u", None, post + "\n\n— Ada", "en"),
+        300,
+        len(POSTS["https://example.com/p99"])
+        + 20,  # the heading fits, the sentence after it does not
+    )
+    assert [e.text.startswith("What I do now\n\nShip the boring") for e in headed] == [False, True]
+    assert all(e.text[-1] in ".!?" and "— Ada" not in e.text for e in headed)
     picked = sample_extracts(extracts, 3, seed=42)
     assert len(picked) == 3 and picked == sample_extracts(extracts, 3, seed=42)
     assert picked != sample_extracts(extracts, 3, seed=7) or len(extracts) == 3
@@ -211,6 +226,7 @@ def test_instruction_parsing_tolerates_chatter_and_rejects_bad_answers() -> None
         ('{"instruction": ""}', "empty"),
         ('{"instruction": "I\'m sorry, I cannot help with that."}', "refusals"),
         ('{"instruction": "This passage is the perfect answer to the question."}', "invalid"),
+        (INSTRUCTION_EXAMPLE[1], "invalid"),
         (
             '{"instruction": "Ship the boring thing first. Every time I reached for a queue"}',
             "invalid",
@@ -226,7 +242,6 @@ def test_a_backend_that_is_down_is_retried_counted_then_reported(
 ) -> None:
     from twin_platform.services.process import free_port
 
-    monkeypatch.setenv("OPENAI_API_KEY", "not-a-real-key")
     options = LLMOptions(
         model="openai/gpt-4o-mini",
         api_base=f"http://127.0.0.1:{free_port()}/v1",
@@ -248,6 +263,10 @@ def test_a_backend_that_is_down_is_retried_counted_then_reported(
     with pytest.raises(BackendUnavailableError, match="TWIN_LLM_MODEL"):
         for _ in range(3):
             generator.generate(messages, lambda c: c.text, max_tokens=8)
+    errors = generator.stats.errors
+    with pytest.raises(BackendUnavailableError):  # once judged down, later requests fail fast
+        generator.generate(messages, lambda c: c.text, max_tokens=8)
+    assert generator.stats.errors == errors
 
 
 def test_responses_are_cached_by_request_hash(tmp_path: Path, twin_home: Path) -> None:
@@ -372,6 +391,59 @@ def test_io_manager_keys_files_by_partition_and_copies_foreign_artifacts(tmp_pat
         )
 
 
+def test_io_manager_round_trips_through_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against moto's S3 server over real HTTP (no AWS here): upload, pointer per partition, download."""
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+
+    from resources.io_managers import DatasetIOManager
+    from twin_platform.services.process import free_port
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="twin")
+        artifact = make_artifact(
+            tmp_path / "local",
+            {"train": [sample("a", POSTS["https://example.com/p99"])], "test": []},
+        )
+        manager = DatasetIOManager(
+            base_dir=str(tmp_path / "cache"), s3_bucket="twin", s3_endpoint_url=endpoint
+        )
+        key = dg.AssetKey("preference_dataset")
+        manager.handle_output(
+            dg.build_output_context(asset_key=key, partition_key=AUTHOR), artifact
+        )
+        listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket="twin")[
+            "Contents"
+        ]
+        keys = {item["Key"] for item in listing}
+        prefix = f"twin-platform/datasets/preference_dataset/{AUTHOR}"
+        assert f"{prefix}.json" in keys and f"{prefix}/{artifact.version}/train.parquet" in keys
+        loaded = manager.load_input(
+            dg.build_input_context(
+                asset_key=key,
+                partition_key=AUTHOR,
+                asset_partitions_def=dg.StaticPartitionsDefinition([AUTHOR]),
+            )
+        )
+        assert loaded.version == artifact.version and loaded.path != artifact.path
+        assert (
+            loaded.read_split("train") == artifact.read_split("train")
+            and loaded.card() == artifact.card()
+        )
+    finally:
+        server.stop()
+
+
 # The assets, end to end -----------------------------------------------------------------------------
 
 
@@ -474,5 +546,6 @@ def test_dataset_assets_end_to_end_with_the_local_model(
     # Below the minimum the run fails with a clear message instead of writing a tiny dataset.
     failed = materialize(instance, max_extracts=3, min_samples=1000)
     assert not failed.success
-    messages = " ".join(str(e.message) for e in failed.all_events if e.is_failure)
-    assert "below the minimum of 1000" in messages
+    failure = failed.failure_data_for_node("instruction_dataset")
+    assert failure is not None and failure.user_failure_data is not None
+    assert "below the minimum of 1000" in str(failure.user_failure_data.description)

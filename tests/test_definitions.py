@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -93,3 +94,30 @@ def test_every_command_has_help(args: list[str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout
+
+
+def test_plan_puts_every_asset_after_its_upstreams() -> None:
+    from definitions import defs
+    from jobs.launch import plan_segments
+
+    graph = defs.resolve_asset_graph()
+    segments = plan_segments(defs, "*")
+    order = [key for _, keys in segments for key in keys]
+    assert len(order) == len(set(order))
+    position = {key: i for i, key in enumerate(order)}
+    for key in order:
+        for parent in graph.get(key).parent_keys:
+            if parent in position:
+                assert position[parent] < position[key], f"{parent} must run before {key}"
+    kinds = [partitioned for partitioned, _ in segments]
+    assert all(a != b for a, b in itertools.pairwise(kinds)), "segments should alternate"
+
+
+def test_report_lists_materializations_and_checks(twin_home: Path, postgres_url: str) -> None:
+    from jobs.launch import materialize, write_report
+
+    instance = dg.DagsterInstance.ephemeral()
+    outcomes = materialize("group:platform", instance=instance)
+    text = write_report(outcomes, instance, twin_home / "reports" / "test.md").read_text()
+    assert "**feature_store_schema**" in text
+    assert "server_version: 18" in text

@@ -202,6 +202,17 @@ def test_vector_and_lexical_search_with_filters(
     only_posts = store.vector_search(conn, query, k=5, author=author, categories=["posts"])
     assert only_posts and all(h.category == "posts" for h in only_posts)
 
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    printed = CliRunner().invoke(
+        app, ["search", "name of the sourdough starter", "--author", author, "-k", "2"]
+    )
+    assert printed.exit_code == 0, printed.output
+    assert f"https://{author}.test/gerald" in printed.output and "0." in printed.output
+    assert CliRunner().invoke(app, ["search", "--help"]).exit_code == 0
+
     lexical = store.lexical_search(conn, "advisory locks", k=5, author=author)
     assert lexical[0].source_url.endswith("/locks") and lexical[0].score > 0
     assert store.lexical_search(conn, "zephyr", author=other) == []
@@ -278,3 +289,31 @@ def test_assets_materialize_with_passing_checks_and_metadata(
     embedded = result.asset_materializations_for_node("embedded_chunks")[0].metadata
     assert embedded["embedded"].value == chunk_meta["chunks_total"].value > 0
     assert embedded["dimension"].value == 384
+
+
+def test_sql_models_build_statistics_that_match_the_tables(
+    db: Database, postgres_url: str, conn: psycopg.Connection, embedder: Embedder, author: str
+) -> None:
+    from twin_platform import sql_models
+
+    insert(db, corpus(author))
+    report = pipeline.sync_author(db, postgres_url, author, embedder)
+    models = sql_models.load_models()
+    names = [m.name for m in models]
+    assert names.index("author_corpus_stats") < names.index("embedding_coverage")
+    for model in models:
+        assert sql_models.run_model(conn, model) > 0
+    stats = conn.execute(
+        "SELECT category, documents, chunks, embedded_chunks, non_english FROM analytics.author_corpus_stats"
+        " WHERE author = %s ORDER BY category",
+        (author,),
+    ).fetchall()
+    assert [(c, d) for c, d, *_ in stats] == [("articles", 2), ("posts", 3), ("repositories", 1)]
+    assert sum(row[2] for row in stats) == sum(row[3] for row in stats) == report.chunking.chunks
+    assert sum(row[4] for row in stats) == 1  # the French post
+    coverage = conn.execute(
+        "SELECT coverage_pct, models FROM analytics.embedding_coverage WHERE author = %s", (author,)
+    ).fetchone()
+    assert coverage is not None and float(coverage[0]) == 100.0 and coverage[1] == embedder.name
+    preview = sql_models.preview(conn, models[names.index("author_corpus_stats")], limit=3)
+    assert preview.height <= 3 and {"author", "category"} <= set(preview.columns)

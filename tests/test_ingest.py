@@ -299,3 +299,49 @@ def test_add_author_job_and_sensor(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     after = author_sources(dg.build_sensor_context(instance=instance, cursor=quiet.cursor))
     assert [r.partition_key for r in after.run_requests] == ["bob"]
     assert after.dynamic_partitions_requests == []  # the job already added the partition
+
+
+def test_concurrent_runs_never_duplicate(db: Database) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = load_settings()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reports = list(pool.map(lambda _: ingest_sample(db, settings), range(2)))
+    for category in Category:
+        stored = db[category.value].count_documents({"author": "ada-quill"})
+        counts = [r.counts[category] for r in reports]
+        assert (
+            len({d["url"] for d in db[category.value].find({"author": "ada-quill"}, {"url": 1})})
+            == stored
+        )
+        assert all(c.failed == 0 for c in counts)
+        assert counts[0].new + counts[1].new == stored  # each document inserted exactly once
+
+
+@pytest.mark.slow
+def test_twin_ingest_cli(mongodb_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`twin ingest` end to end: sources file, dynamic partition, materialization, counts."""
+    from typer.testing import CliRunner
+
+    import cli
+
+    monkeypatch.setenv("TWIN_SOURCES_FILE", str(tmp_path / "authors.yaml"))
+    runner = CliRunner()
+    args = [
+        "ingest",
+        "--author",
+        "cli-author",
+        str(BROKEN / "folder"),
+        str(BROKEN / "linkedin_malformed"),
+    ]
+    first = runner.invoke(cli.app, args)
+    assert first.exit_code == 0, first.output
+    assert dg.DagsterInstance.get().has_dynamic_partition("authors", "cli-author")
+    again = runner.invoke(cli.app, ["ingest", "--author", "cli-author"])
+    assert again.exit_code == 0, again.output
+    assert (
+        "raw_posts" in again.output
+        and len(load_sources(tmp_path / "authors.yaml").get("cli-author").sources) == 2
+    )
+    refused = runner.invoke(cli.app, ["ingest", "--author", "Bad Name", str(BROKEN / "folder")])
+    assert refused.exit_code != 0

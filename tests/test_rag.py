@@ -238,3 +238,31 @@ def test_traces_feedback_and_summary(postgres_url: str) -> None:
         )
         assert summary.feedback == {"positive": 1, "negative": 1, "corrections": 1}
         assert summary.error_rate == pytest.approx(1 / 20)
+
+
+def test_api_traffic_asset(postgres_url: str) -> None:
+    """The monitoring asset summarises the traces table with percentiles, feedback and a plot."""
+    import dagster as dg
+
+    from assets.monitoring import api_error_rate, api_traffic
+    from resources import PostgresResource
+    from twin_platform.rag.retriever import open_pool
+
+    pool = open_pool(postgres_url, max_size=1)
+    writer = TraceWriter(pool)
+    for ms in (5.0, 15.0, 25.0):
+        writer.submit(
+            Trace(route="/asset-test", query="q", latencies_ms={"total": ms, "search": ms / 5})
+        )
+    writer.close()
+    pool.close()
+    result = dg.materialize(
+        [api_traffic, api_error_rate],
+        resources={"postgres": PostgresResource(database_url=postgres_url)},
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("api_traffic")[0].metadata
+    assert metadata["requests"].value >= 3
+    assert "| total |" in metadata["latency_by_stage"].value
+    assert metadata["traffic"].value.startswith("![traffic](data:image/png;base64,")
+    assert result.get_asset_check_evaluations()[0].check_name == "api_error_rate"

@@ -26,8 +26,12 @@ def test_register_versions_and_aliases(tmp_path: Path) -> None:
     assert registry.versions("twin") == []
     assert registry.resolve("twin") is None
 
-    v1 = registry.register(hf_folder(tmp_path / "a", b"one"), name="twin", manifest={"stage": "sft"})
-    v2 = registry.register(hf_folder(tmp_path / "b", b"two"), name="twin", manifest={"stage": "dpo"})
+    v1 = registry.register(
+        hf_folder(tmp_path / "a", b"one"), name="twin", manifest={"stage": "sft"}
+    )
+    v2 = registry.register(
+        hf_folder(tmp_path / "b", b"two"), name="twin", manifest={"stage": "dpo"}
+    )
     assert (v1.version, v2.version) == (1, 2)
     assert isinstance(v1, ModelVersion)
     assert (v2.path / "model.safetensors").read_bytes() == b"two"
@@ -41,7 +45,9 @@ def test_register_versions_and_aliases(tmp_path: Path) -> None:
     registry.set_alias("twin", PRODUCTION, 1)
     assert registry.resolve("twin", CANDIDATE) == v2
     production = registry.resolve("twin")
-    assert production is not None and production.version == 1 and production.manifest["stage"] == "sft"
+    assert (
+        production is not None and production.version == 1 and production.manifest["stage"] == "sft"
+    )
     registry.set_alias("twin", PRODUCTION, 2)
     assert registry.aliases("twin") == {CANDIDATE: 2, PRODUCTION: 2}
 
@@ -60,7 +66,7 @@ def test_same_weights_register_once(tmp_path: Path) -> None:
 def test_bad_input_is_refused(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RegistryError, match="config.json"):
+    with pytest.raises(RegistryError, match=r"config\.json"):
         registry.register(tmp_path / "empty", name="twin", manifest={})
     with pytest.raises(RegistryError, match="invalid model name"):
         registry.register(hf_folder(tmp_path / "a", b"x"), name="../escape", manifest={})
@@ -83,7 +89,11 @@ def test_concurrent_registers_get_distinct_versions(tmp_path: Path) -> None:
     sources = [hf_folder(tmp_path / f"s{i}", f"weights {i}".encode()) for i in range(4)]
     results: list[ModelVersion] = []
     threads = [
-        threading.Thread(target=lambda s=s: results.append(ModelRegistry(tmp_path / "models").register(s, name="twin", manifest={})))
+        threading.Thread(
+            target=lambda s=s: results.append(
+                ModelRegistry(tmp_path / "models").register(s, name="twin", manifest={})
+            )
+        )
         for s in sources
     ]
     for thread in threads:
@@ -94,7 +104,9 @@ def test_concurrent_registers_get_distinct_versions(tmp_path: Path) -> None:
     assert len(registry.versions("twin")) == 4
 
 
-def test_from_settings_defaults_under_twin_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_from_settings_defaults_under_twin_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TWIN_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TWIN_MODEL_REGISTRY", raising=False)
     assert ModelRegistry.from_settings().root == (tmp_path / "home" / "models").resolve()

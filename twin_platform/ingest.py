@@ -13,7 +13,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import pymongo
+from pymongo import InsertOne, ReplaceOne
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
@@ -32,6 +33,7 @@ from twin_platform.storage.warehouse import Category, ensure_indexes
 
 log = logging.getLogger(__name__)
 BATCH = 500
+DUPLICATE_KEY = 11000
 
 
 @dataclass
@@ -117,7 +119,14 @@ def collect(
         targets = [
             CrawlTarget(str(s.url), None if s.kind == "auto" else s.kind) for s in url_sources
         ]
-        result = crawl(targets, author.name, settings)
+        done: list[CrawlTarget] = []
+
+        def report_progress(target: CrawlTarget, collected: Collected) -> None:
+            done.append(target)
+            if len(done) % max(1, len(targets) // 10) == 0 or len(done) == len(targets):
+                progress(f"crawled {len(done)}/{len(targets)} URLs (last: {target.url})")
+
+        result = crawl(targets, author.name, settings, on_done=report_progress)
         progress(
             f"{len(targets)} URLs: {len(result.documents)} documents, {len(result.failures)} failed"
         )
@@ -137,42 +146,54 @@ def upsert(db: Database, author: str, documents: Iterable[RawDocument]) -> dict[
             raise ValueError(f"document {doc.url} belongs to {doc.author!r}, not {author!r}")
         by_category[doc.category][doc.url] = doc  # the same URL twice in one run: the last one wins
     for category, docs in by_category.items():
-        collection = db[category.value]
         urls = list(docs)
         for start in range(0, len(urls), BATCH):
-            batch = urls[start : start + BATCH]
-            stored = {
-                row["url"]: (row.get("content_hash"), row.get("title"))
-                for row in collection.find(
-                    {"author": author, "url": {"$in": batch}},
-                    {"url": 1, "content_hash": 1, "title": 1},
-                )
-            }
-            ops, kinds = [], []
-            for url in batch:
-                doc = docs[url]
-                if url in stored and stored[url] == (doc.content_hash, doc.title):
-                    counts[category].unchanged += 1
-                    continue
-                ops.append(
-                    pymongo.ReplaceOne({"author": author, "url": url}, doc.to_mongo(), upsert=True)
-                )
-                kinds.append("updated" if url in stored else "new")
-            if not ops:
-                continue
-            failed_indexes: set[int] = set()
-            try:
-                collection.bulk_write(ops, ordered=False)
-            except BulkWriteError as exc:
-                failed_indexes = {error["index"] for error in exc.details.get("writeErrors", [])}
-                for error in exc.details.get("writeErrors", [])[:5]:
-                    log.error("write failed for %s: %s", batch[0], error.get("errmsg"))
-            for index, kind in enumerate(kinds):
-                if index in failed_indexes:
-                    counts[category].failed += 1
-                else:
-                    setattr(counts[category], kind, getattr(counts[category], kind) + 1)
+            batch = {url: docs[url] for url in urls[start : start + BATCH]}
+            _upsert_batch(db[category.value], author, batch, counts[category])
     return counts
+
+
+def _upsert_batch(
+    collection: Collection, author: str, batch: dict[str, RawDocument], counts: Counts
+) -> None:
+    """New documents are inserted and changed ones replaced by `_id`: both stay fast on large
+    collections, where an upsert by filter may scan. An insert that loses a race with another
+    writer (duplicate key) is retried as an upsert, so concurrent runs never duplicate or fail."""
+    stored = {
+        row["url"]: row
+        for row in collection.find(
+            {"author": author, "url": {"$in": list(batch)}},
+            {"url": 1, "content_hash": 1, "title": 1},
+        )
+    }
+    pending: list[tuple[str, str, InsertOne | ReplaceOne]] = []  # (url, "new" | "updated", write)
+    for url, doc in batch.items():
+        row = stored.get(url)
+        if row is None:
+            pending.append((url, "new", InsertOne(doc.to_mongo())))
+        elif (row.get("content_hash"), row.get("title")) == (doc.content_hash, doc.title):
+            counts.unchanged += 1
+        else:
+            pending.append((url, "updated", ReplaceOne({"_id": row["_id"]}, doc.to_mongo())))
+    if not pending:
+        return
+    errors: dict[int, dict] = {}
+    try:
+        collection.bulk_write([write for _, _, write in pending], ordered=False)
+    except BulkWriteError as exc:
+        errors = {error["index"]: error for error in exc.details.get("writeErrors", [])}
+    for index, (url, kind, _) in enumerate(pending):
+        error = errors.get(index)
+        if error is not None and error.get("code") == DUPLICATE_KEY:
+            collection.replace_one(
+                {"author": author, "url": url}, batch[url].to_mongo(), upsert=True
+            )
+            counts.updated += 1
+        elif error is not None:
+            log.error("write failed: %s", error.get("errmsg"))
+            counts.failed += 1
+        else:
+            setattr(counts, kind, getattr(counts, kind) + 1)
 
 
 def ingest_author(

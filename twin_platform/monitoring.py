@@ -202,3 +202,42 @@ def summarize(conn: psycopg.Connection, hours: float = 24.0) -> TrafficSummary:
         per_hour=[(h, int(n), int(e)) for h, n, e in per_hour],
         totals_ms=totals,
     )
+
+
+def summary_markdown(summary: TrafficSummary) -> str:
+    """Latency percentiles per stage as a Markdown table."""
+    lines = ["| stage | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|"]
+    lines += [
+        f"| {stage} | {p['p50']} | {p['p95']} | {p['p99']} |"
+        for stage, p in summary.latency_percentiles_ms.items()
+    ]
+    return "\n".join(lines)
+
+
+def traffic_plot(summary: TrafficSummary) -> str:
+    """Requests and errors per hour, and the histogram of request latency, as a Markdown image."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    hours = [h for h, _, _ in summary.per_hour]
+    left.bar(hours, [n for _, n, _ in summary.per_hour], width=0.03, label="requests")
+    left.bar(
+        hours, [e for _, _, e in summary.per_hour], width=0.03, color="tab:red", label="errors"
+    )
+    left.set_title("requests per hour")
+    left.legend()
+    left.tick_params(axis="x", labelrotation=30, labelsize=7)
+    right.hist(summary.totals_ms or [0], bins=40, color="tab:green")
+    right.set_title("request latency (ms)")
+    right.set_yscale("log")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return f"![traffic](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"

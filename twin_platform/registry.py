@@ -79,7 +79,9 @@ class ModelRegistry:
         root_str = str(root)
         self._s3: _S3Store | None = None
         if root_str.startswith("s3://"):
-            cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "twin-model-cache"
+            cache = (
+                Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "twin-model-cache"
+            )
             self._s3 = _S3Store(root_str, cache)
             self.root: Path = cache
         else:
@@ -92,7 +94,10 @@ class ModelRegistry:
         from twin_platform.settings import load_settings
 
         settings = settings or load_settings()
-        return cls(settings.model_registry or settings.home / "models", cache_dir=settings.home / "models-cache")
+        return cls(
+            settings.model_registry or settings.home / "models",
+            cache_dir=settings.home / "models-cache",
+        )
 
     def __repr__(self) -> str:
         return f"ModelRegistry({self._s3.uri if self._s3 else str(self.root)!r})"
@@ -112,7 +117,9 @@ class ModelRegistry:
         folder = self.root / name / "versions"
         if not folder.is_dir():
             return []
-        numbers = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file())
+        numbers = sorted(
+            int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()
+        )
         return [self._local_version(name, n) for n in numbers]
 
     def get(self, name: str, version: int) -> ModelVersion:
@@ -130,7 +137,9 @@ class ModelRegistry:
         if self._s3:
             return self._s3.read_aliases(name)
         path = self.root / name / "aliases.json"
-        return {k: int(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+        return (
+            {k: int(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+        )
 
     def resolve(self, name: str, alias: str = PRODUCTION) -> ModelVersion | None:
         """The version behind `alias`, or None when the model or the alias does not exist yet."""
@@ -139,7 +148,9 @@ class ModelRegistry:
 
     # Writing
 
-    def register(self, source_dir: Path | str, *, name: str, manifest: dict[str, Any]) -> ModelVersion:
+    def register(
+        self, source_dir: Path | str, *, name: str, manifest: dict[str, Any]
+    ) -> ModelVersion:
         """Copy `source_dir` (an HF folder) in as the next version; identical weights are not duplicated."""
         _check_name("model name", name)
         source = Path(source_dir)
@@ -220,7 +231,11 @@ class _S3Store:
 
     def names(self) -> list[str]:
         prefix = self._key("") if self.prefix else ""
-        found = [p["Prefix"][len(prefix) :].strip("/") for page in self._list(prefix) for p in page.get("CommonPrefixes", [])]
+        found = [
+            p["Prefix"][len(prefix) :].strip("/")
+            for page in self._list(prefix)
+            for p in page.get("CommonPrefixes", [])
+        ]
         return sorted(found)
 
     def version_numbers(self, name: str) -> list[int]:
@@ -240,7 +255,9 @@ class _S3Store:
             key = self._key(name, "versions", version, path.relative_to(source).as_posix())
             self.client.upload_file(str(path), self.bucket, key)
         body = json.dumps(manifest, indent=2, default=str).encode()
-        self.client.put_object(Bucket=self.bucket, Key=self._key(name, "versions", version, MANIFEST), Body=body)
+        self.client.put_object(
+            Bucket=self.bucket, Key=self._key(name, "versions", version, MANIFEST), Body=body
+        )
 
     def fetch(self, name: str, version: int) -> ModelVersion:
         local = self.cache / name / "versions" / str(version)
@@ -263,7 +280,9 @@ class _S3Store:
 
     def read_aliases(self, name: str) -> dict[str, int]:
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name, "aliases.json"))["Body"]
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name, "aliases.json"))[
+                "Body"
+            ]
         except self.client.exceptions.NoSuchKey:
             return {}
         return {k: int(v) for k, v in json.loads(body.read()).items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     llm_api_base: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible server."
     )
+    llm_api_key: SecretStr | None = Field(
+        default=None,
+        description="Key for TWIN_LLM_API_BASE; hosted providers also read their own (OPENAI_API_KEY, ...).",
+    )
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one LLM call.")
     llm_threads: int = Field(
         default=1, ge=1, description="CPU threads of the local llama.cpp model (1 is fastest on busy cores)."
@@ -161,7 +165,7 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Retries of a failed or invalid LLM answer."
     )
     dataset_max_extracts: int = Field(
-        default=24,
+        default=16,
         ge=1,
         description="Extracts per author and run: bounds the LLM time of a dataset build.",
     )
@@ -198,7 +202,7 @@ class Settings(BaseSettings):
         default=2_000_000, ge=1000, description="Longer documents are truncated."
     )
     hnsw_ef_search: int = Field(
-        default=100, ge=1, description="pgvector HNSW candidate list per query."
+        default=40, ge=1, description="pgvector HNSW candidate list per query (raised to k if lower)."
     )
 
     @property

@@ -100,7 +100,10 @@ async def crawl_async(
 
 
 def crawl(
-    targets: Sequence[CrawlTarget], author: str, settings: Settings | None = None
+    targets: Sequence[CrawlTarget],
+    author: str,
+    settings: Settings | None = None,
+    on_done: Callable[[CrawlTarget, Collected], None] | None = None,
 ) -> Collected:
     """Synchronous entry point for the ingest pipeline, notebooks and the CLI."""
-    return asyncio.run(crawl_async(targets, author, settings or load_settings()))
+    return asyncio.run(crawl_async(targets, author, settings or load_settings(), on_done=on_done))

@@ -25,7 +25,7 @@ from twin_platform.crawlers.http import FetchError, SafeClient, check_address
 from twin_platform.documents import Repository
 
 SKIP_DIRS = frozenset(
-    {
+    [
         ".git",
         "node_modules",
         "vendor",
@@ -50,10 +50,10 @@ SKIP_DIRS = frozenset(
         "bower_components",
         ".next",
         "coverage",
-    }
+    ]
 )
 LOCK_FILES = frozenset(
-    {
+    [
         "package-lock.json",
         "yarn.lock",
         "pnpm-lock.yaml",
@@ -67,10 +67,10 @@ LOCK_FILES = frozenset(
         "requirements.lock",
         "pdm.lock",
         "bun.lockb",
-    }
+    ]
 )
 BINARY_SUFFIXES = frozenset(
-    {
+    [
         ".png",
         ".jpg",
         ".jpeg",
@@ -125,7 +125,7 @@ BINARY_SUFFIXES = frozenset(
         ".xlsx",
         ".docx",
         ".pptx",
-    }
+    ]
 )
 LANGUAGES = {
     ".py": "python",
@@ -236,18 +236,24 @@ def repository_document(
     )
 
 
-def _git(args: list[str], cwd: Path | None = None, timeout: float = CLONE_TIMEOUT_S) -> str:
+def _git(
+    args: list[str],
+    cwd: Path | None = None,
+    timeout: float = CLONE_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+) -> str:
     result = subprocess.run(
         ["git", "-c", "protocol.ext.allow=never", "-c", "http.followRedirects=false", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **GIT_ENV},
+        env={**os.environ, **GIT_ENV, **(env or {})},
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError((result.stderr.strip().splitlines() or ["git failed"])[-1][:300])
+        message = (result.stderr.strip() or result.stdout.strip() or "git failed").splitlines()[-1]
+        raise RuntimeError(message[:300])
     return result.stdout.strip()
 
 
@@ -269,26 +275,21 @@ def git_repository_for_folder(folder: Path, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=cache_dir))
     shutil.copytree(folder, staging, dirs_exist_ok=True)
-    stamp = {
-        "GIT_AUTHOR_NAME": "Ada Quill",
-        "GIT_AUTHOR_EMAIL": "ada@example.com",
-        "GIT_COMMITTER_NAME": "Ada Quill",
-        "GIT_COMMITTER_EMAIL": "ada@example.com",
-        "GIT_AUTHOR_DATE": "2025-03-02T09:00:00Z",
-        "GIT_COMMITTER_DATE": "2025-03-02T09:00:00Z",
+    stamp = {"GIT_AUTHOR_NAME": "Twin Platform", "GIT_AUTHOR_EMAIL": "twin@localhost"}
+    stamp |= {
+        "GIT_COMMITTER_NAME": stamp["GIT_AUTHOR_NAME"],
+        "GIT_COMMITTER_EMAIL": stamp["GIT_AUTHOR_EMAIL"],
     }
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["commit", "-q", "-m", f"Import {folder.name}"],
-    ):
-        subprocess.run(
-            ["git", *args],
-            cwd=staging,
-            check=True,
-            capture_output=True,
-            env={**os.environ, **GIT_ENV, **stamp},
-        )
+    stamp |= {
+        "GIT_AUTHOR_DATE": "2025-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2025-01-01T00:00:00Z",
+    }
+    try:
+        for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "Import"]):
+            _git(args, cwd=staging, timeout=120, env=stamp)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise FetchError(str(folder), f"cannot make a git repository of the folder: {exc}") from exc
     try:
         staging.rename(target)
     except OSError:  # another process built it first

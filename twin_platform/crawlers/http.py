@@ -35,7 +35,9 @@ USER_AGENT = (
 class FetchError(Exception):
     """A URL could not be collected. The message is one line, meant for logs and run metadata."""
 
-    def __init__(self, url: str, reason: str, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self, url: str, reason: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{url}: {reason}")
         self.url = url
         self.reason = reason
@@ -252,7 +254,9 @@ class SafeClient:
                 return urljoin(url, location)
             if response.status_code >= 400:
                 retry_after = _retry_after(response.headers.get("retry-after"))
-                return FetchError(url, f"HTTP {response.status_code}", response.status_code, retry_after)
+                return FetchError(
+                    url, f"HTTP {response.status_code}", response.status_code, retry_after
+                )
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > self.policy.max_bytes:
                 raise FetchError(

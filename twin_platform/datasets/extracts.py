@@ -15,6 +15,7 @@ import psycopg
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _BLANK_LINES = re.compile(r"\n\s*\n")
+_SIGN_OFF = re.compile(r"\n\s*\n\s*[—–-]{1,2}\s*[^\n]{1,40}\s*$")  # a closing "— Name" line
 
 
 @dataclass(frozen=True)
@@ -39,20 +40,22 @@ class Extract:
 
 
 def load_documents(conn: psycopg.Connection, author: str) -> list[SourceDocument]:
-    """The author's cleaned snapshot in a stable order (one query, not one row at a time)."""
+    """The author's usable cleaned snapshot (not empty, not binary) in a stable order, in one query."""
     rows = conn.execute(
         "SELECT document_id, author, category, url, title, content, language FROM cleaned_documents"
-        " WHERE author = %s ORDER BY document_id",
+        " WHERE author = %s AND status IN ('ok', 'truncated') ORDER BY document_id",
         (author,),
     ).fetchall()
     return [SourceDocument(*row) for row in rows]
 
 
-def split_sentences(text: str) -> list[str]:
-    sentences: list[str] = []
+def split_units(text: str) -> list[tuple[str, bool]]:
+    """(sentence, starts a paragraph) pairs: paragraph breaks survive into the extracts."""
+    units: list[tuple[str, bool]] = []
     for paragraph in _BLANK_LINES.split(text):
-        sentences.extend(s.strip() for s in _SENTENCE_END.split(paragraph.strip()) if s.strip())
-    return sentences
+        sentences = [s.strip() for s in _SENTENCE_END.split(paragraph.strip()) if s.strip()]
+        units.extend((sentence, i == 0) for i, sentence in enumerate(sentences))
+    return units
 
 
 def _hard_wrap(sentence: str, max_chars: int) -> list[str]:
@@ -65,26 +68,47 @@ def _hard_wrap(sentence: str, max_chars: int) -> list[str]:
     return [*parts, sentence] if sentence else parts
 
 
+def _join(units: list[tuple[str, bool]]) -> str:
+    return "".join(
+        ("\n\n" if new and i else " " if i else "") + text for i, (text, new) in enumerate(units)
+    )
+
+
+def _finished(text: str) -> bool:
+    return text.rstrip("\"')]*_").endswith((".", "!", "?"))
+
+
 def cut_extracts(document: SourceDocument, min_chars: int, max_chars: int) -> list[Extract]:
-    """Greedy sentence packing into [min_chars, max_chars]; a longer sentence is cut at a space."""
+    """Greedy sentence packing into [min_chars, max_chars], keeping paragraph breaks.
+
+    An extract ends on a finished sentence where it can: a trailing heading or list intro moves on to
+    start the next extract. A sentence longer than `max_chars` is cut at a space.
+    """
+    units = [
+        (part, new and j == 0)
+        for sentence, new in split_units(_SIGN_OFF.sub("", document.content))
+        for j, part in enumerate(_hard_wrap(sentence, max_chars))
+    ]
     pieces: list[str] = []
-    current = ""
-    for sentence in split_sentences(document.content):
-        for part in _hard_wrap(sentence, max_chars):
-            candidate = f"{current} {part}".strip()
-            if len(candidate) > max_chars and current:
-                pieces.append(current)
-                candidate = part
-            current = candidate
+    current: list[tuple[str, bool]] = []
+    for unit in units:
+        if current and len(_join([*current, unit])) > max_chars:
+            carry: list[tuple[str, bool]] = []
+            while (
+                len(current) > 1
+                and not _finished(current[-1][0])
+                and len(_join(current[:-1])) >= min_chars
+            ):
+                carry.insert(0, current.pop())
+            pieces.append(_join(current))
+            current = carry
+        current.append(unit)
     if current:
-        if (
-            len(current) < min_chars
-            and pieces
-            and len(pieces[-1]) + len(current) + 1 <= max_chars * 1.25
-        ):
-            pieces[-1] = f"{pieces[-1]} {current}"
+        tail = _join(current)
+        if len(tail) < min_chars and pieces and len(pieces[-1]) + len(tail) + 2 <= max_chars * 1.25:
+            pieces[-1] = f"{pieces[-1]}\n\n{tail}" if current[0][1] else f"{pieces[-1]} {tail}"
         else:
-            pieces.append(current)
+            pieces.append(tail)
     return [
         Extract(
             f"{document.document_id}:{i}",

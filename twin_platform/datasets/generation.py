@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from twin_platform.datasets import curation
 from twin_platform.datasets.curation import REFUSAL
 from twin_platform.datasets.extracts import Extract
 from twin_platform.llm.provider import Completion, complete
@@ -51,7 +52,9 @@ INSTRUCTION_EXAMPLE = (
     "chart, and the arguments stop.",
     '{"instruction": "Write a short post on why teams stop trusting their dashboards and the fix you use."}',
 )
-META_CHATTER = re.compile(r"\b(passage|this text|the text above|the answer|json|instruction)\b", re.IGNORECASE)
+META_CHATTER = re.compile(
+    r"\b(passage|this text|the text above|the answer|json|instruction)\b", re.IGNORECASE
+)
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
@@ -86,7 +89,9 @@ class GenerationStats:
     failed: int = 0  # requests that produced nothing after every attempt
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    llm_seconds: float = 0.0
+    llm_seconds: float = (
+        0.0  # summed over concurrent calls, waits for the local model's lock included
+    )
     error_samples: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -140,6 +145,9 @@ class Generator:
         self.cache = cache
         self.stats = stats or GenerationStats()
         self._successes = 0
+        self._unavailable: str | None = (
+            None  # set once the backend is judged down: later calls fail fast
+        )
 
     def call(
         self,
@@ -193,6 +201,8 @@ class Generator:
         json_schema: dict[str, Any] | None = None,
     ) -> T | None:
         """`parse` returns the value or raises `InvalidOutput`; None after every attempt failed."""
+        if self._unavailable:
+            raise BackendUnavailableError(self._unavailable)
         self.stats.add(requests=1)
         for attempt in range(self.options.max_retries + 1):
             if attempt:
@@ -224,17 +234,21 @@ class Generator:
             if len(self.stats.error_samples) < 5:
                 self.stats.error_samples.append(message)
         if self._successes == 0 and self.stats.errors >= 3 * (self.options.max_retries + 1):
-            raise BackendUnavailableError(
+            self._unavailable = (
                 f"the LLM backend {self.options.model!r} failed {self.stats.errors} calls in a row and "
                 f"answered none (last: {message}); check TWIN_LLM_MODEL / TWIN_LLM_API_BASE"
-            ) from exc
+            )
+            raise BackendUnavailableError(self._unavailable) from exc
 
     def map(self, function: Callable[[T], R], items: Sequence[T], desc: str) -> list[R]:
         """`function` over `items` with at most `concurrency` LLM calls in flight, with a progress bar."""
         from tqdm import tqdm
 
-        with ThreadPoolExecutor(max_workers=self.options.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.options.concurrency)
+        try:
             return list(tqdm(pool.map(function, items), total=len(items), desc=desc, mininterval=5))
+        finally:  # on an error, queued calls are dropped instead of waiting for their timeouts
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class InvalidOutput(ValueError):
@@ -284,6 +298,13 @@ def parse_instruction(completion: Completion, passage: str) -> str:
         raise InvalidOutput("invalid", f"{words} words")
     if words >= 8 and instruction.lower().rstrip("?.!") in passage.lower():
         raise InvalidOutput("invalid", "copied from the passage")
+    example = set(curation.words(json.loads(INSTRUCTION_EXAMPLE[1])["instruction"]))
+    if (
+        len(example & set(curation.words(instruction)))
+        / len(example | set(curation.words(instruction)))
+        >= 0.5
+    ):
+        raise InvalidOutput("invalid", "repeats the worked example")
     if META_CHATTER.search(instruction):
         raise InvalidOutput("invalid", "talks about the task instead of asking")
     return instruction

@@ -74,6 +74,10 @@ class EmbeddingReport(BaseModel):
     deleted: int = 0
     reindexed: int = 0
     seconds: float = 0.0
+    encode_seconds: float = Field(default=0.0, description="Time in model.encode.")
+    write_seconds: float = Field(
+        default=0.0, description="Time in COPY (overlapped with encoding)."
+    )
 
     @property
     def chunks_per_second(self) -> float:
@@ -171,6 +175,13 @@ def sync_cleaned_documents(
     max_chars: int = 2_000_000,
 ) -> CleaningReport:
     """Bring cleaned_documents of `author` in line with the warehouse. `conn` must be autocommit."""
+    with store.author_lock(conn, "clean", author):
+        return _sync_cleaned_documents(db, conn, author, batch_size, max_chars)
+
+
+def _sync_cleaned_documents(
+    db: Database, conn: psycopg.Connection, author: str, batch_size: int, max_chars: int
+) -> CleaningReport:
     started = time.perf_counter()
     index = warehouse_index(db, author)
     stored = store.cleaned_state(conn, author)
@@ -244,6 +255,13 @@ def sync_chunks(
     conn: psycopg.Connection, author: str, chunker: Chunker, batch_size: int = 256
 ) -> ChunkingReport:
     """Re-chunk documents that changed (or all, when the chunker changed). `conn` must be autocommit."""
+    with store.author_lock(conn, "chunk", author):
+        return _sync_chunks(conn, author, chunker, batch_size)
+
+
+def _sync_chunks(
+    conn: psycopg.Connection, author: str, chunker: Chunker, batch_size: int
+) -> ChunkingReport:
     started = time.perf_counter()
     ids = store.documents_to_chunk(conn, author, chunker.fingerprint)
     report = ChunkingReport(author=author, documents=len(ids))
@@ -272,7 +290,7 @@ def sync_embeddings(
     """
     started = time.perf_counter()
     report = EmbeddingReport(author=author, model=embedder.name)
-    with pg_store.connect(url, autocommit=True) as conn:
+    with pg_store.connect(url, autocommit=True) as conn, store.author_lock(conn, "embed", author):
         declared = store.embedding_dimension(conn)
         if embedder.dimension != declared:
             raise ValueError(
@@ -287,15 +305,30 @@ def sync_embeddings(
             tqdm(total=total, desc=f"embed {author}", unit="chunk", disable=None) as progress,
         ):
             for rows in _batches(url, author, batch_size, total):
+                encode_started = time.perf_counter()
                 vectors = embedder.encode([row.content for row in rows])
+                report.encode_seconds += time.perf_counter() - encode_started
                 if pending is not None:
                     report.embedded += pending.result()
-                pending = writer.submit(store.insert_embeddings, conn, rows, vectors, embedder.name)
+                pending = writer.submit(_timed_insert, conn, rows, vectors, embedder.name, report)
                 progress.update(len(rows))
             if pending is not None:
                 report.embedded += pending.result()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _timed_insert(
+    conn: psycopg.Connection,
+    rows: list[store.ChunkRow],
+    vectors: Any,
+    model: str,
+    report: EmbeddingReport,
+) -> int:
+    started = time.perf_counter()
+    written = store.insert_embeddings(conn, rows, vectors, model)
+    report.write_seconds += time.perf_counter() - started
+    return written
 
 
 def _batches(url: str, author: str, batch_size: int, total: int) -> Iterator[list[store.ChunkRow]]:

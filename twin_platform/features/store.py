@@ -9,6 +9,7 @@ as they were before the call. Bulk rows go through binary COPY.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -90,6 +91,17 @@ class ChunkHit(BaseModel):
     content: str
     score: float
     metadata: dict[str, Any] = {}
+
+
+@contextmanager
+def author_lock(conn: psycopg.Connection, stage: str, author: str) -> Iterator[None]:
+    """One writer per (stage, author) at a time: a second run waits instead of racing on chunk ids."""
+    key = f"twin-features:{stage}:{author}"
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
 
 # -- cleaned documents --------------------------------------------------------------------------------
@@ -302,7 +314,7 @@ def vector_search(
     k: int = 10,
     author: str | None = None,
     categories: Sequence[str] | None = None,
-    ef_search: int = 100,
+    ef_search: int = 40,
 ) -> list[ChunkHit]:
     """Top-k chunks by cosine similarity through the HNSW index.
 

@@ -170,11 +170,15 @@ def complete(
     register()
     import litellm
 
-    if model is None:
-        settings = load_settings()
-        model, api_base = settings.llm_model, api_base or settings.llm_api_base
-        timeout_s = timeout_s or settings.llm_timeout_s
     kwargs: dict[str, Any] = {}
+    settings = load_settings()
+    if model is None:
+        model, api_base = settings.llm_model, api_base or settings.llm_api_base
+    timeout_s = timeout_s or settings.llm_timeout_s
+    if settings.llm_api_key is not None:
+        kwargs["api_key"] = settings.llm_api_key.get_secret_value()
+    elif api_base:
+        kwargs["api_key"] = "none"  # self-hosted OpenAI-compatible servers often need no key, but the client does
     if json_schema is not None:
         kwargs["response_format"] = {
             "type": "json_schema",

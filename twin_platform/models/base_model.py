@@ -36,8 +36,12 @@ class BaseModelInfo:
     architecture: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "path": str(self.path), "parameters": self.parameters,
-                "architecture": self.architecture}
+        return {
+            "source": self.source,
+            "path": str(self.path),
+            "parameters": self.parameters,
+            "architecture": self.architecture,
+        }
 
 
 def bundled_gguf() -> Path:
@@ -54,12 +58,36 @@ def bundled_gguf() -> Path:
     return files[0]
 
 
-def bundled_tokenizer():  # type: ignore[no-untyped-def]
-    """The SmolLM2 tokenizer with its chat template, read from the GGUF (no weights loaded)."""
+def bundled_tokenizer(cache_dir: Path | None = None):  # type: ignore[no-untyped-def]
+    """The SmolLM2 tokenizer with its chat template, read from the GGUF (no weights loaded).
+
+    Reading it from the 98 MB GGUF costs tens of seconds of CPU; `cache_dir` keeps a saved copy.
+    """
     from transformers import AutoTokenizer
 
+    if cache_dir is not None and (cache_dir / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cache_dir))
     gguf = bundled_gguf()
-    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = _fix_chatml_tokens(
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    )
+    if cache_dir is not None:
+        cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=cache_dir.parent))
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        staging.rename(cache_dir)
+    return tokenizer
+
+
+def _fix_chatml_tokens(tokenizer):  # type: ignore[no-untyped-def]
+    """transformers' GGUF reader names <|im_start|> as eos, while the GGUF itself says id 2, <|im_end|>
+    (also SmolLM2-Instruct's pad token): chat turns end there, and generation must stop there."""
+    if tokenizer.eos_token == "<|im_start|>" and "<|im_end|>" in tokenizer.get_vocab():
+        tokenizer.eos_token = "<|im_end|>"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def prepare_base_model(source: str | None, cache_dir: Path) -> BaseModelInfo:
@@ -96,16 +124,23 @@ def _materialize(source: str | None, target: Path) -> None:
         gguf = bundled_gguf()
         kwargs: dict[str, Any] = {"gguf_file": gguf.name}
         model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), **kwargs, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+            str(gguf.parent),
+            **kwargs,
+            quantization_config=GgufConfig(dequantize=True),
+            dtype=torch.float32,
         )
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+        tokenizer = _fix_chatml_tokens(AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs))
+        model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
         origin = _bundled_source()
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
         tokenizer = AutoTokenizer.from_pretrained(source)
         origin = source
     if tokenizer.chat_template is None:
-        raise BaseModelError(f"{origin} has no chat template: the platform trains and serves with it")
+        raise BaseModelError(
+            f"{origin} has no chat template: the platform trains and serves with it"
+        )
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         # Drop GGUF bookkeeping so the folder reloads as a plain model.
@@ -114,7 +149,11 @@ def _materialize(source: str | None, target: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         parameters = sum(p.numel() for p in model.parameters())
-        info = {"source": origin, "parameters": parameters, "architecture": model.config.architectures[0]}
+        info = {
+            "source": origin,
+            "parameters": parameters,
+            "architecture": model.config.architectures[0],
+        }
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
@@ -129,7 +168,9 @@ def _describe(source: str, path: Path) -> BaseModelInfo:
         info = json.loads(info_file.read_text())
         return BaseModelInfo(source, path, int(info["parameters"]), info["architecture"])
     config = json.loads((path / "config.json").read_text())
-    return BaseModelInfo(source, path, count_parameters(path), (config.get("architectures") or ["?"])[0])
+    return BaseModelInfo(
+        source, path, count_parameters(path), (config.get("architectures") or ["?"])[0]
+    )
 
 
 def count_parameters(path: Path) -> int:

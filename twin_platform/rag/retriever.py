@@ -3,7 +3,7 @@
 Both arms are the feature store's own queries (`features.store.vector_search` / `lexical_search`), run
 for every expanded query: the vector arm with the query's embedding through the HNSW index (iterative
 scan under filters), the full-text arm with the query's content words joined by OR (a question rarely
-contains all of a chunk's words). The rankings are fused by reciprocal rank (RRF, k=60), which needs
+contains all of a chunk's words), less the words too common in the corpus to tell chunks apart. The rankings are fused by reciprocal rank (RRF, k=60), which needs
 no score calibration between arms, then de-duplicated by id and by text.
 """
 
@@ -43,9 +43,24 @@ class RetrievedChunk:
     ranks: dict[str, int] = field(default_factory=dict)  # "vector:0" -> 1, "lexical:1" -> 3, ...
 
 
-def or_query(text: str) -> str:
-    """The query's content words joined by OR, in web-search syntax; empty when none is left."""
-    return " or ".join(re.findall(r"\w+", keywords(text)))
+def or_query(words: Sequence[str]) -> str:
+    """Words joined by OR, in web-search syntax (no operators can slip in: words only)."""
+    return " or ".join(w for w in words if re.fullmatch(r"\w+", w))
+
+
+def common_lexemes(conn: Any, max_share: float) -> set[str]:
+    """Lexemes in more than `max_share` of chunks, from the planner's statistics (free to read).
+
+    Such words rank nothing (every chunk has them) but make an OR match thousands of rows: the
+    full-text arm leaves them out, like stopwords chosen by the corpus itself.
+    """
+    row = conn.execute(
+        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
+        " WHERE tablename = 'embedded_chunks' AND attname = 'content_tsv'"
+    ).fetchone()
+    if not row or not row[0]:
+        return set()
+    return {lexeme for lexeme, share in zip(row[0], row[1], strict=False) if share > max_share}
 
 
 def reciprocal_rank_fusion(
@@ -148,13 +163,20 @@ class Retriever:
     """Hybrid search against a psycopg connection pool (`psycopg_pool.ConnectionPool`, autocommit)."""
 
     def __init__(
-        self, pool: Any, encode: Encoder, candidates: int = 20, ef_search: int = 100
+        self,
+        pool: Any,
+        encode: Encoder,
+        candidates: int = 20,
+        ef_search: int = 100,
+        max_lexeme_share: float = 0.002,
     ) -> None:
         self.pool = pool
         self.encode = encode
         self.candidates = candidates
         self.ef_search = ef_search
+        self.max_lexeme_share = max_lexeme_share
         self._authors: tuple[float, list[str]] = (0.0, [])
+        self._common: tuple[float, set[str]] = (0.0, set())
 
     def known_authors(self, ttl_s: float = 60.0) -> list[str]:
         """Authors present in the store, cached for `ttl_s` (self-query matches against them)."""
@@ -166,6 +188,25 @@ class Retriever:
                 ]
             self._authors = (time.monotonic(), authors)
         return authors
+
+    def common_lexemes(self, conn: Any, ttl_s: float = 300.0) -> set[str]:
+        fetched_at, lexemes = self._common
+        if not fetched_at or time.monotonic() - fetched_at > ttl_s:
+            lexemes = common_lexemes(conn, self.max_lexeme_share)
+            self._common = (time.monotonic(), lexemes)
+        return lexemes
+
+    def _lexical_query(self, conn: Any, text: str) -> str:
+        """The query's content words, less those too common to discriminate, joined by OR."""
+        words = re.findall(r"\w+", keywords(text))
+        common = self.common_lexemes(conn) if words else set()
+        if common:
+            rows = conn.execute(
+                "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(%s::text[]) AS w",
+                (words,),
+            ).fetchall()
+            words = [w for w, lexemes in rows if lexemes and not set(lexemes) <= common]
+        return or_query(words)
 
     def search(
         self, queries: Sequence[str], filters: QueryFilters, embeddings: np.ndarray | None = None
@@ -184,7 +225,7 @@ class Retriever:
                 rankings[f"vector:{i}"] = store.vector_search(
                     conn, vector, k=self.candidates, ef_search=self.ef_search, **scope
                 )
-                words = or_query(text)
+                words = self._lexical_query(conn, text)
                 if words and words not in searched_text:  # a rewrite may have the same words
                     searched_text.add(words)
                     rankings[f"lexical:{i}"] = store.lexical_search(
@@ -209,7 +250,7 @@ class Retriever:
         return deduplicate(reciprocal_rank_fusion(list(merged.values())))
 
 
-def open_pool(url: str, max_size: int = 8) -> Any:
+def open_pool(url: str, max_size: int = 16) -> Any:
     """A pool of autocommit connections that know pgvector's types (the store's functions expect both)."""
     from pgvector.psycopg import register_vector
     from psycopg_pool import ConnectionPool

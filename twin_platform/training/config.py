@@ -2,11 +2,13 @@
 
 Profiles:
 - `full` (GPU) is the reference recipe (LLM Engineer's Handbook): SFT with LoRA r=32/alpha=32 on all
-  linear layers, lr 3e-4, 3 epochs, batch 2 x 8, weight decay 0.01, linear schedule, 10 warmup steps,
-  max length 2048; DPO with beta 0.5, lr 2e-6, 1 epoch, max length 1024. Two measured departures
-  (benchmarks/results/training_gpu.md): length-grouped batches instead of packing (no padding waste
-  and no cross-sequence attention, while PyTorch's flash SDPA kernel stays usable) and fused AdamW
-  instead of 8-bit AdamW (a LoRA optimizer state is well under 1 GB, so 8 bits saves nothing).
+  linear layers, lr 3e-4, 3 epochs, effective batch 16, weight decay 0.01, linear schedule, 10 warmup
+  steps, max length 2048; DPO with beta 0.5, lr 2e-6, 1 epoch, max length 1024. Measured departures
+  for speed (benchmarks/results/training_gpu.md, H100): micro-batch 8 x accumulation 2 instead of
+  2 x 8; length-grouped batches instead of packing (no padding waste, no attention across packed
+  sequences, PyTorch's flash SDPA kernel stays usable); gradient checkpointing only for models over
+  3B parameters; Liger's fused kernels for SFT (no fp32 logits over the 128k vocabulary); fused AdamW
+  instead of 8-bit AdamW (a LoRA optimizer state is tiny).
 - `quick` (CPU) trains the same way for a bounded number of steps on short sequences, so the whole
   graph runs inside `make run` in minutes on two cores.
 
@@ -15,6 +17,7 @@ This module only needs pydantic: the GPU benchmark imports it on a machine witho
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 Stage = Literal["sft", "dpo"]
 Method = Literal["lora", "qlora", "full"]
 ProfileName = Literal["quick", "full"]
+
+# Above this size, activations of a micro-batch of 8 x 2048 tokens outgrow an 80 GB GPU without
+# gradient checkpointing (measured: 1B shape 35 GB without it; 8B shape 45 GB at micro-batch 2).
+AUTO_CHECKPOINTING_PARAMS = 3e9
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -47,8 +54,8 @@ class Hyperparameters(BaseModel):
     learning_rate: float = Field(gt=0)
     num_train_epochs: float = Field(default=1.0, gt=0)
     max_steps: int = Field(default=-1, description="> 0 caps the run (wins over epochs).")
-    per_device_train_batch_size: int = Field(default=2, ge=1)
-    gradient_accumulation_steps: int = Field(default=8, ge=1)
+    per_device_train_batch_size: int = Field(default=8, ge=1)
+    gradient_accumulation_steps: int = Field(default=2, ge=1)
     optim: str = "adamw_torch_fused"
     weight_decay: float = 0.01
     lr_scheduler_type: str = "linear"
@@ -56,39 +63,57 @@ class Hyperparameters(BaseModel):
     max_length: int = Field(default=2048, ge=16)
     packing: bool = False
     group_by_length: bool = True
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = Field(
+        default=None,
+        description=f"None: on for models over {AUTO_CHECKPOINTING_PARAMS / 1e9:.0f}B parameters.",
+    )
+    use_liger_kernel: bool = Field(
+        default=False, description="Liger's fused Triton kernels (GPU only, liger-kernel)."
+    )
     beta: float = Field(default=0.5, gt=0, description="DPO only: strength of the KL penalty.")
     seed: int = 42
     logging_steps: int = Field(default=1, ge=1)
-    save_steps: int = Field(default=50, ge=1, description="Checkpoint interval: what a resume restarts from.")
-    max_train_samples: int | None = Field(default=None, ge=1, description="Use only the first N rows.")
+    save_steps: int = Field(
+        default=50, ge=1, description="Checkpoint interval: what a resume restarts from."
+    )
+    max_train_samples: int | None = Field(
+        default=None, ge=1, description="Use only the first N rows."
+    )
 
 
 PROFILES: dict[ProfileName, dict[Stage, Hyperparameters]] = {
     "full": {
-        "sft": Hyperparameters(learning_rate=3e-4, num_train_epochs=3, max_length=2048),
+        "sft": Hyperparameters(
+            learning_rate=3e-4, num_train_epochs=3, max_length=2048, use_liger_kernel=True
+        ),
         "dpo": Hyperparameters(learning_rate=2e-6, num_train_epochs=1, max_length=1024, beta=0.5),
     },
     "quick": {
         "sft": Hyperparameters(
-            lora=LoraSettings(r=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+            lora=LoraSettings(
+                r=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+            ),
             learning_rate=2e-4,
             max_steps=8,
             per_device_train_batch_size=2,
             gradient_accumulation_steps=1,
             optim="adamw_torch",
+            gradient_checkpointing=False,
             warmup_steps=1,
             max_length=512,
             save_steps=4,
             max_train_samples=64,
         ),
         "dpo": Hyperparameters(
-            lora=LoraSettings(r=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+            lora=LoraSettings(
+                r=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+            ),
             learning_rate=5e-5,
             max_steps=3,
             per_device_train_batch_size=2,
             gradient_accumulation_steps=1,
             optim="adamw_torch",
+            gradient_checkpointing=False,
             warmup_steps=0,
             max_length=512,
             beta=0.5,
@@ -105,6 +130,8 @@ def profile(name: ProfileName, stage: Stage, **overrides: Any) -> Hyperparameter
         raise ValueError(f"unknown training profile {name!r}: choose one of {sorted(PROFILES)}")
     base = PROFILES[name][stage].model_dump()
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(changes.get("lora"), dict):
+        changes["lora"] = base["lora"] | {k: v for k, v in changes["lora"].items() if v is not None}
     return Hyperparameters.model_validate(base | changes)
 
 
@@ -120,10 +147,14 @@ class TrainingConfig(BaseModel):
     hyperparameters: Hyperparameters
     report_to: list[str] = Field(default_factory=lambda: ["wandb"])
     run_name: str | None = None
-    registry: str | None = Field(default=None, description="Registry root to register into; None skips it.")
+    registry: str | None = Field(
+        default=None, description="Registry root to register into; None skips it."
+    )
     model_name: str = "twin"
     alias: str | None = "candidate"
-    lineage: dict[str, Any] = Field(default_factory=dict, description="Base model, dataset, parents.")
+    lineage: dict[str, Any] = Field(
+        default_factory=dict, description="Base model, dataset, parents."
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -140,7 +171,13 @@ class TrainingConfig(BaseModel):
 
 
 def trainer_arguments(
-    hp: Hyperparameters, *, stage: Stage, output_dir: Path, on_gpu: bool, bf16_ok: bool
+    hp: Hyperparameters,
+    *,
+    stage: Stage,
+    output_dir: Path,
+    on_gpu: bool,
+    bf16_ok: bool,
+    parameters: int = 0,
 ) -> dict[str, Any]:
     """Keyword arguments for TRL's SFTConfig/DPOConfig (shared TrainingArguments fields).
 
@@ -162,7 +199,12 @@ def trainer_arguments(
         "lr_scheduler_type": hp.lr_scheduler_type,
         "warmup_steps": hp.warmup_steps,
         "max_length": hp.max_length,
-        "gradient_checkpointing": hp.gradient_checkpointing,
+        "gradient_checkpointing": (
+            parameters > AUTO_CHECKPOINTING_PARAMS
+            if hp.gradient_checkpointing is None
+            else hp.gradient_checkpointing
+        ),
+        "use_liger_kernel": hp.use_liger_kernel and on_gpu,
         "train_sampling_strategy": "group_by_length" if grouped else "random",
         "bf16": on_gpu and bf16_ok,
         "fp16": False,
@@ -173,3 +215,44 @@ def trainer_arguments(
         "save_total_limit": 2,
         "include_num_input_tokens_seen": "non_padding",
     }
+
+
+def plan_run(
+    stage: Stage,
+    *,
+    profile_name: ProfileName,
+    overrides: dict[str, Any],
+    base_model: str,
+    dataset_dir: Path,
+    runs_dir: Path,
+    registry: str | None,
+    model_name: str,
+    lineage: dict[str, Any],
+) -> TrainingConfig:
+    """A run's config; its output folder is keyed by what determines the result, so a rerun after a
+    crash resumes in the same folder and a changed input starts a new one."""
+    hp = profile(profile_name, stage, **overrides)
+    key_source = json.dumps(
+        {
+            "stage": stage,
+            "base": base_model,
+            "data": str(dataset_dir),
+            "hp": hp.model_dump(),
+            "lineage": lineage,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:12]
+    author = str(lineage.get("author", "all"))
+    return TrainingConfig(
+        stage=stage,
+        base_model=base_model,
+        dataset_dir=dataset_dir,
+        output_dir=runs_dir / stage / author / key,
+        hyperparameters=hp,
+        run_name=f"{stage}-{author}-{key}",
+        registry=registry,
+        model_name=model_name,
+        lineage={"profile": profile_name, **lineage},
+    )

@@ -52,8 +52,14 @@ def read_rows(dataset_dir: Path, stage: Stage, split: str = "train") -> list[dic
 def _check(row: dict[str, Any], stage: Stage, where: str) -> dict[str, Any]:
     if stage == "sft":
         messages = row.get("messages")
-        if not isinstance(messages, list) or len(messages) < 2 or messages[-1].get("role") != "assistant":
-            raise DatasetError(f"{where}: an instruction row needs `messages` ending with an assistant turn")
+        if (
+            not isinstance(messages, list)
+            or len(messages) < 2
+            or messages[-1].get("role") != "assistant"
+        ):
+            raise DatasetError(
+                f"{where}: an instruction row needs `messages` ending with an assistant turn"
+            )
         return {"prompt": messages[:-1], "completion": messages[-1:]}
     for key in ("prompt", "chosen", "rejected"):
         if not isinstance(row.get(key), list) or not row[key]:

@@ -19,7 +19,8 @@ logger = logging.getLogger("twin_platform.training")
 class Reporter:
     """Plain logging; `PipesReporter` adds the Dagster side."""
 
-    extras: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self.extras: dict[str, Any] = {}
 
     def info(self, message: str) -> None:
         logger.info(message)
@@ -33,6 +34,7 @@ class Reporter:
 
 class PipesReporter(Reporter):
     def __init__(self, context: Any) -> None:
+        super().__init__()
         self.context = context
         self.extras = dict(context.extras)
 
@@ -67,7 +69,10 @@ def open_reporter() -> Iterator[Reporter]:
 def _launched_by_dagster() -> bool:
     from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, DAGSTER_PIPES_MESSAGES_ENV_VAR
 
-    return bool(os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR) and os.environ.get(DAGSTER_PIPES_MESSAGES_ENV_VAR))
+    return bool(
+        os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR)
+        and os.environ.get(DAGSTER_PIPES_MESSAGES_ENV_VAR)
+    )
 
 
 def md(value: str) -> dict[str, Any]:
@@ -99,5 +104,8 @@ def curves_markdown(log_history: list[dict[str, Any]]) -> str:
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    rows = "\n".join(
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in metrics.items()
+    )
     return "| metric | value |\n|---|---|\n" + rows

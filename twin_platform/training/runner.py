@@ -67,7 +67,11 @@ def code_version() -> str:
     short = digest.hexdigest()[:12]
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=TRAINING_DIR, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=TRAINING_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
@@ -120,27 +124,37 @@ def load_model(config: TrainingConfig, on_gpu: bool, bf16_ok: bool):  # type: ig
     hp = config.hyperparameters
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     if tokenizer.chat_template is None:
-        raise TrainingError(f"{config.base_model} has no chat template; the platform trains and serves with it")
+        raise TrainingError(
+            f"{config.base_model} has no chat template; the platform trains and serves with it"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if on_gpu and bf16_ok else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
     if hp.method == "qlora":
         if not on_gpu:
-            raise TrainingError("method='qlora' needs a CUDA GPU (bitsandbytes 4-bit); use 'lora' on CPU")
+            raise TrainingError(
+                "method='qlora' needs a CUDA GPU (bitsandbytes 4-bit); use 'lora' on CPU"
+            )
         try:
             from transformers import BitsAndBytesConfig
         except ImportError as exc:
-            raise TrainingError("method='qlora' needs bitsandbytes: pip install bitsandbytes") from exc
+            raise TrainingError(
+                "method='qlora' needs bitsandbytes: pip install bitsandbytes"
+            ) from exc
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
     model = AutoModelForCausalLM.from_pretrained(config.base_model, **kwargs)
     if hp.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=hp.gradient_checkpointing
+        )
     return model, tokenizer
 
 
@@ -150,8 +164,11 @@ def peft_config(hp: Hyperparameters):  # type: ignore[no-untyped-def]
     from peft import LoraConfig
 
     return LoraConfig(
-        r=hp.lora.r, lora_alpha=hp.lora.alpha, lora_dropout=hp.lora.dropout,
-        target_modules=hp.lora.target_modules, task_type="CAUSAL_LM",
+        r=hp.lora.r,
+        lora_alpha=hp.lora.alpha,
+        lora_dropout=hp.lora.dropout,
+        target_modules=hp.lora.target_modules,
+        task_type="CAUSAL_LM",
     )
 
 
@@ -169,11 +186,15 @@ def run(
     hp = config.hyperparameters
     out = Path(config.output_dir)
     result_file = out / RESULT_FILE
-    if result_file.is_file() and json.loads(result_file.read_text()).get("config") == json.loads(config.to_json()):
+    if result_file.is_file() and json.loads(result_file.read_text()).get("config") == json.loads(
+        config.to_json()
+    ):
         reporter.info(f"{config.stage}: already trained with this exact config, reusing {out}")
         return TrainingResult.load(result_file)
 
-    dataset = load_dataset(config.dataset_dir, config.stage, hp.max_train_samples)  # fails before the model loads
+    dataset = load_dataset(
+        config.dataset_dir, config.stage, hp.max_train_samples
+    )  # fails before the model loads
     on_gpu = torch.cuda.is_available()
     bf16_ok = on_gpu and torch.cuda.is_bf16_supported()
     configure_wandb(config)
@@ -187,8 +208,14 @@ def run(
         + (f"resuming from {Path(last).name}" if last else "starting fresh")
     )
     trainer = make_trainer(
-        model=model, tokenizer=tokenizer, dataset=dataset, peft_config=peft_config(hp),
-        config=config, on_gpu=on_gpu, bf16_ok=bf16_ok, output_dir=checkpoints,
+        model=model,
+        tokenizer=tokenizer,
+        dataset=dataset,
+        peft_config=peft_config(hp),
+        config=config,
+        on_gpu=on_gpu,
+        bf16_ok=bf16_ok,
+        output_dir=checkpoints,
         callbacks=[progress_callback(reporter), *callbacks],
     )
     started = time.perf_counter()
@@ -239,13 +266,21 @@ def run(
         result.model_name, result.model_version = version.name, version.version
         result.merged_dir = version.path
     tmp = result_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(json.loads(result.to_json()) | {"config": json.loads(config.to_json())}, indent=2))
+    tmp.write_text(
+        json.dumps(
+            json.loads(result.to_json()) | {"config": json.loads(config.to_json())}, indent=2
+        )
+    )
     os.replace(tmp, result_file)
-    reporter.materialized(materialization_metadata(result, config), data_version=_data_version(result))
+    reporter.materialized(
+        materialization_metadata(result, config), data_version=_data_version(result)
+    )
     return result
 
 
-def save(trainer: Any, tokenizer: Any, config: TrainingConfig, out: Path) -> tuple[Path | None, Path]:
+def save(
+    trainer: Any, tokenizer: Any, config: TrainingConfig, out: Path
+) -> tuple[Path | None, Path]:
     """Adapter as trained, and merged weights in full precision, each written then renamed into place."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -267,7 +302,11 @@ def save(trainer: Any, tokenizer: Any, config: TrainingConfig, out: Path) -> tup
     shutil.rmtree(adapter, ignore_errors=True)
     (out / ".adapter-tmp").rename(adapter)
     # Reload the base unquantized (QLoRA trains on 4-bit weights, but merges into real ones).
-    dtype = torch.bfloat16 if next(trainer.model.parameters()).dtype == torch.bfloat16 else torch.float32
+    dtype = (
+        torch.bfloat16
+        if next(trainer.model.parameters()).dtype == torch.bfloat16
+        else torch.float32
+    )
     base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=dtype)
     model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     model.save_pretrained(staging)
@@ -324,7 +363,9 @@ def progress_callback(reporter: Reporter):  # type: ignore[no-untyped-def]
     class Progress(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
             if state.is_world_process_zero and logs:
-                shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
+                shown = ", ".join(
+                    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+                )
                 reporter.info(f"step {state.global_step}/{state.max_steps}: {shown}")
 
     return Progress()
@@ -343,7 +384,9 @@ def main(stage: str, make_trainer: TrainerFactory, argv: Sequence[str] | None = 
         description=f"Train the {stage.upper()} stage of the twin. Runs the same by hand, under "
         "`accelerate launch` (several GPUs) and under Dagster Pipes (which sends the config).",
     )
-    parser.add_argument("--config", type=Path, help="TrainingConfig as JSON or YAML (optional under Dagster Pipes).")
+    parser.add_argument(
+        "--config", type=Path, help="TrainingConfig as JSON or YAML (optional under Dagster Pipes)."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with open_reporter() as reporter:

@@ -17,8 +17,16 @@ from twin_platform.training.runner import TrainingResult, main, run
 
 
 def make_trainer(
-    *, model: Any, tokenizer: Any, dataset: Any, peft_config: Any, config: TrainingConfig,
-    on_gpu: bool, bf16_ok: bool, output_dir: Path, callbacks: list[Any],
+    *,
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    peft_config: Any,
+    config: TrainingConfig,
+    on_gpu: bool,
+    bf16_ok: bool,
+    output_dir: Path,
+    callbacks: list[Any],
 ) -> Any:
     from trl import SFTConfig, SFTTrainer
 
@@ -31,12 +39,18 @@ def make_trainer(
         dataloader_pin_memory=on_gpu,
     )
     return SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=callbacks,
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
     )
 
 
-def train(config: TrainingConfig, reporter: Reporter | None = None, callbacks: Sequence[Any] = ()) -> TrainingResult:
+def train(
+    config: TrainingConfig, reporter: Reporter | None = None, callbacks: Sequence[Any] = ()
+) -> TrainingResult:
     return run(config, make_trainer, reporter, callbacks)
 
 

@@ -29,7 +29,9 @@ def row_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def upsert_rows(conn: Any, table: str, rows: Iterable[Mapping[str, Any]], key: Sequence[str]) -> Counts:
+def upsert_rows(
+    conn: Any, table: str, rows: Iterable[Mapping[str, Any]], key: Sequence[str]
+) -> Counts:
     """Insert new rows, update changed ones, skip unchanged ones. One bad row fails alone."""
     new = updated = unchanged = failed = 0
     key_sql = ", ".join(key)

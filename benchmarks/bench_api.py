@@ -1,0 +1,427 @@
+"""Load test of the API's retrieval path (`POST /retrieve`) at 100,000 chunks, from a separate process.
+
+1. Builds a synthetic corpus in its own TWIN_HOME (once; reused): 100,000 chunks of ~80 words by 10
+   authors in 3 categories. Words follow a Zipf law over a 20,000-word vocabulary mixed with real
+   English stopwords (which full-text search drops), so the full-text arm sees realistic posting
+   lists. Vectors are clustered unit vectors (like sentence embeddings; embedding 100k texts on 2
+   cores would take most of an hour and changes nothing on the query path). Queries are embedded by
+   the real model in the server, like any request.
+2. Starts `twin serve` as its own process for each configuration, and drives it from this process
+   with N concurrent connections (httpx, asyncio): warm-up, then the measured requests.
+3. Prints (and with --output writes) one Markdown table, configurations side by side.
+
+    .venv/bin/python benchmarks/bench_api.py --requests 5000 --concurrency 16 --output benchmarks/results/api.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STOPWORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "i",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "they",
+    "you",
+    "were",
+    "her",
+    "she",
+    "there",
+    "been",
+    "one",
+    "all",
+    "we",
+    "their",
+    "has",
+    "would",
+    "when",
+    "if",
+    "so",
+    "no",
+    "what",
+    "up",
+    "its",
+    "out",
+    "who",
+    "them",
+    "about",
+    "into",
+    "than",
+    "can",
+    "more",
+    "these",
+    "some",
+    "could",
+    "do",
+    "will",
+    "my",
+    "our",
+    "how",
+]
+AUTHORS = [f"author-{i:02d}" for i in range(10)]
+CATEGORIES = ["articles", "posts", "repositories"]
+KEY = "bench-key"
+
+CONFIGS = {  # name -> (description, server environment)
+    "default": ("defaults: 2 queries (original + keyword rewrite), hybrid, ef_search 100", {}),
+    "one-query": ("1 query (no expansion), hybrid, ef_search 100", {"TWIN_RAG_EXPANSIONS": "1"}),
+    "one-query-ef40": (
+        "1 query, hybrid, ef_search 40",
+        {"TWIN_RAG_EXPANSIONS": "1", "TWIN_HNSW_EF_SEARCH": "40"},
+    ),
+}
+
+
+def vocabulary(size: int, rng: random.Random) -> list[str]:
+    syllables = [
+        "ka",
+        "lo",
+        "mi",
+        "ne",
+        "ru",
+        "sa",
+        "ti",
+        "vo",
+        "ze",
+        "pa",
+        "qu",
+        "bri",
+        "sto",
+        "gen",
+        "dar",
+    ]
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+def zipf_weights(n: int, offset: int = 100, s: float = 1.1) -> np.ndarray:
+    weights = 1.0 / (np.arange(1, n + 1) + offset) ** s
+    return weights / weights.sum()
+
+
+def clustered_vectors(rows: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    basis = np.random.default_rng(0).normal(size=(64, dim)).astype(np.float32)
+    centres = np.random.default_rng(1).normal(size=(500, 64)).astype(np.float32)
+    latent = centres[rng.integers(0, 500, rows)] + rng.normal(size=(rows, 64)).astype(np.float32)
+    vectors = latent @ basis + 2.0 * rng.normal(size=(rows, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def build_corpus(url: str, rows: int, words_per_chunk: int = 80) -> float:
+    """Write `rows` chunks unless already there; returns seconds spent."""
+    from twin_platform.features import store
+    from twin_platform.storage.postgres import connect
+
+    with connect(url, autocommit=True) as conn:
+        have = conn.execute("SELECT count(*) FROM embedded_chunks").fetchone()[0]
+        if have == rows:
+            return 0.0
+        started = time.perf_counter()
+        conn.execute("TRUNCATE cleaned_documents CASCADE")
+        conn.execute("DROP INDEX IF EXISTS embedded_chunks_hnsw")
+        rng, nrng = random.Random(7), np.random.default_rng(7)
+        vocab = vocabulary(20_000, rng)
+        weights = zipf_weights(len(vocab))
+        per_doc = 10
+        docs, chunks = [], []
+        word_ids = nrng.choice(len(vocab), size=(rows, words_per_chunk), p=weights)
+        stop_ids = nrng.integers(0, len(STOPWORDS), size=(rows, words_per_chunk))
+        use_stop = nrng.random((rows, words_per_chunk)) < 0.45
+        for d in range(rows // per_doc):
+            author, category = AUTHORS[d % len(AUTHORS)], CATEGORIES[d % len(CATEGORIES)]
+            url_ = f"https://bench.example/{author}/{d}"
+            document_id = hashlib.sha256(url_.encode()).hexdigest()
+            docs.append(
+                store.CleanedRow(
+                    document_id,
+                    author,
+                    category,
+                    "web",
+                    url_,
+                    None,
+                    "",
+                    "h",
+                    "en",
+                    None,
+                    "ok",
+                    "bench",
+                )
+            )
+            for c in range(per_doc):
+                i = d * per_doc + c
+                text = " ".join(
+                    STOPWORDS[s] if stop else vocab[w]
+                    for w, s, stop in zip(word_ids[i], stop_ids[i], use_stop[i], strict=True)
+                )
+                chunks.append(
+                    store.ChunkRow(
+                        f"{document_id[:40]}-{c}",
+                        document_id,
+                        author,
+                        category,
+                        url_,
+                        c,
+                        text,
+                        100,
+                        {},
+                    )
+                )
+        store.upsert_cleaned(conn, docs)
+        vectors = clustered_vectors(rows, 384, nrng)
+        for start in range(0, rows, 10_000):
+            store.insert_embeddings(
+                conn, chunks[start : start + 10_000], vectors[start : start + 10_000], "synthetic"
+            )
+            print(f"  inserted {min(start + 10_000, rows):,} chunks", flush=True)
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 1")
+        print("  building the HNSW index ...", flush=True)
+        conn.execute(
+            "CREATE INDEX embedded_chunks_hnsw ON embedded_chunks"
+            " USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        )
+        conn.execute("VACUUM ANALYZE embedded_chunks")
+        return time.perf_counter() - started
+
+
+def make_queries(n: int, seed: int = 11) -> list[str]:
+    """Questions of 3-6 content words drawn like the corpus (so some are common, most are not)."""
+    rng, nrng = random.Random(seed), np.random.default_rng(seed)
+    vocab = vocabulary(20_000, random.Random(7))
+    weights = zipf_weights(len(vocab))
+    templates = [
+        "What does {a} say about {w}?",
+        "{w}",
+        "How do I {w}",
+        "Write a post about {w}",
+        "Explain {w}",
+    ]
+    queries = []
+    for _ in range(n):
+        words = " ".join(
+            vocab[i] for i in nrng.choice(len(vocab), size=rng.randint(3, 6), p=weights)
+        )
+        template = rng.choice(templates)
+        queries.append(template.format(a=rng.choice(AUTHORS).replace("-", " "), w=words))
+    return queries
+
+
+def start_server(home: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = (
+        os.environ
+        | {
+            "TWIN_HOME": str(home),
+            "TWIN_API_KEYS": KEY,
+            "TWIN_API_RATE_LIMIT_PER_MINUTE": "100000000",
+            "HF_HUB_OFFLINE": "1",
+        }
+        | extra_env
+    )
+    log = (home / "bench-api.log").open("ab")
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "twin"), "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 300) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}; see bench-api.log")
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit("server not ready in time")
+
+
+async def drive(
+    url: str, queries: list[str], concurrency: int
+) -> tuple[list[float], int, float, list[str]]:
+    """Send every query with `concurrency` requests in flight; returns latencies (ms), errors, seconds."""
+    import httpx
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    cursor = iter(queries)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, limits=limits, timeout=30
+    ) as client:
+
+        async def worker() -> None:
+            for query in cursor:
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/retrieve", json={"query": query, "k": 5})
+                    if response.status_code != 200 or not response.json()["sources"]:
+                        errors.append(f"{response.status_code}: {response.text[:100]}")
+                except httpx.HTTPError as exc:
+                    errors.append(type(exc).__name__)
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, len(errors), time.perf_counter() - started, errors[:3]
+
+
+def server_stages(url_db: str, since: float) -> dict[str, float]:
+    """Median per-stage latency the server traced for the measured requests."""
+    from datetime import UTC, datetime
+
+    from twin_platform.storage.postgres import connect
+
+    with connect(url_db) as conn:
+        rows = conn.execute(
+            "SELECT key, percentile_cont(0.5) WITHIN GROUP (ORDER BY value::float8)"
+            " FROM traces, jsonb_each_text(latencies_ms) WHERE created_at >= %s GROUP BY key",
+            (datetime.fromtimestamp(since, UTC),),
+        ).fetchall()
+    return {k: round(v, 1) for k, v in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000, help="chunks in the corpus")
+    parser.add_argument(
+        "--requests", type=int, default=5000, help="measured requests per configuration"
+    )
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--home", type=Path, default=Path("/tmp/twin-bench-api"), help="TWIN_HOME of the benchmark"
+    )
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help="comma-separated names of CONFIGS"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="also write the Markdown report here"
+    )
+    args = parser.parse_args()
+
+    os.environ["TWIN_HOME"] = str(args.home)
+    os.environ.pop("DATABASE_URL", None)
+    from twin_platform import services
+
+    db = services.postgres_uri()
+    print(f"corpus: {args.rows:,} chunks in {args.home}", flush=True)
+    built_s = build_corpus(db, args.rows)
+    queries = make_queries(args.warmup + args.requests)
+    rows = []
+    for name in args.configs.split(","):
+        description, env = CONFIGS[name]
+        proc = start_server(args.home, args.port, env)
+        url = f"http://127.0.0.1:{args.port}"
+        try:
+            wait_ready(url, proc)
+            asyncio.run(drive(url, queries[: args.warmup], args.concurrency))
+            since = time.time()
+            latencies, errors, seconds, samples = asyncio.run(
+                drive(url, queries[args.warmup :], args.concurrency)
+            )
+            time.sleep(2)  # traces are written in the background
+            stages = server_stages(db, since)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        q = statistics.quantiles(latencies, n=100)
+        rows.append(
+            (
+                f"{name}: {description}",
+                len(latencies),
+                errors,
+                len(latencies) / seconds,
+                q[49],
+                q[94],
+                q[98],
+                stages,
+                samples,
+            )
+        )
+        print(
+            f"{name}: {rows[-1][3]:.1f} req/s, p95 {q[94]:.1f} ms, errors {errors} {samples}",
+            flush=True,
+        )
+
+    lines = [
+        "# API retrieval path under load",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_api.py --rows {args.rows} --requests {args.requests}"
+        f" --concurrency {args.concurrency}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work), Python {platform.python_version()};"
+        f" server = `twin serve` (one uvicorn process), load = this script (httpx asyncio) in another process.",
+        f"Corpus: {args.rows:,} chunks, 10 authors, 3 categories (build: {built_s:.0f} s, 0 = reused).",
+        f"Requests: `POST /retrieve` with k=5, {args.requests:,} measured after {args.warmup} warm-up,"
+        f" {args.concurrency} in flight. Goal: >= 80 req/s, p95 <= 200 ms, 0 errors.",
+        "",
+        "| configuration | requests | errors | req/s | p50 ms | p95 ms | p99 ms | server median per stage (ms) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, n, errors, rps, p50, p95, p99, stages, _ in rows:
+        stage_text = ", ".join(f"{k} {v}" for k, v in sorted(stages.items()))
+        lines.append(
+            f"| {name} | {n} | {errors} | {rps:.1f} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {stage_text} |"
+        )
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.output:
+        args.output.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
