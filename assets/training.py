@@ -5,6 +5,7 @@ reports its metrics, curves and registered version back; the asset's value is th
 (`ModelVersion`), registered under the `candidate` alias (evaluation promotes to `production`).
 """
 
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -95,7 +96,7 @@ def _train(
     start_from: str,
     dataset: DatasetArtifact,
     lineage: dict[str, Any],
-) -> dg.Output[ModelVersion]:
+) -> Iterator[dg.Output[ModelVersion] | dg.AssetCheckResult]:
     settings = load_settings()
     profile_name: ProfileName = (
         config.profile.value if config.profile else settings.training_profile
@@ -118,7 +119,22 @@ def _train(
     result = launcher.run(context, run_config).get_materialize_result()
     metadata = dict(result.metadata or {})
     version = registry.get(settings.serve_model_name, int(metadata["model_version"].value))
-    return dg.Output(version, metadata=metadata, data_version=result.data_version)
+    yield dg.Output(version, metadata=metadata, data_version=result.data_version)
+    first, final = (
+        version.manifest["metrics"]["first_loss"],
+        version.manifest["metrics"]["final_loss"],
+    )
+    yield dg.AssetCheckResult(
+        check_name="loss_decreased",
+        severity=dg.AssetCheckSeverity.ERROR if stage == "sft" else dg.AssetCheckSeverity.WARN,
+        passed=final is not None and first is not None and final < first,
+        metadata={"first_loss": first, "final_loss": final},
+        description="Training moved the model: the last logged loss is below the first.",
+    )
+
+
+def _loss_check(asset: str, blocking: bool) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec("loss_decreased", asset=asset, blocking=blocking)]
 
 
 @dg.asset(
@@ -128,6 +144,7 @@ def _train(
     kinds={"pytorch", "wandb"},
     code_version=TRAINING_CODE_VERSION,
     automation_condition=dg.AutomationCondition.eager(),
+    check_specs=_loss_check("sft_model", blocking=True),
 )
 def sft_model(
     context: dg.AssetExecutionContext,
@@ -135,10 +152,10 @@ def sft_model(
     training: TrainingLauncher,
     base_model: BaseModelInfo,
     instruction_dataset: DatasetArtifact,
-) -> dg.Output[ModelVersion]:
+) -> Iterator[dg.Output[ModelVersion] | dg.AssetCheckResult]:
     """LoRA (or QLoRA/full) SFT of the base model on the author's instruction dataset (TRL SFTTrainer)."""
     lineage = {"base": base_model.to_dict()}
-    return _train(
+    yield from _train(
         context, "sft", config, training, str(base_model.path), instruction_dataset, lineage
     )
 
@@ -150,6 +167,8 @@ def sft_model(
     kinds={"pytorch", "wandb"},
     code_version=TRAINING_CODE_VERSION,
     automation_condition=dg.AutomationCondition.eager(),
+    # A few quick-profile DPO steps barely move the loss from log 2: warn, do not block.
+    check_specs=_loss_check("dpo_model", blocking=False),
 )
 def dpo_model(
     context: dg.AssetExecutionContext,
@@ -157,9 +176,9 @@ def dpo_model(
     training: TrainingLauncher,
     sft_model: ModelVersion,
     preference_dataset: DatasetArtifact,
-) -> dg.Output[ModelVersion]:
+) -> Iterator[dg.Output[ModelVersion] | dg.AssetCheckResult]:
     """DPO of the SFT model on the author's preference dataset (TRL DPOTrainer, adapter-off reference)."""
     lineage = {"parent": {"name": sft_model.name, "version": sft_model.version, "stage": "sft"}}
-    return _train(
+    yield from _train(
         context, "dpo", config, training, str(sft_model.path), preference_dataset, lineage
     )

@@ -57,6 +57,7 @@ def main() -> None:
     from twin_platform.settings import load_settings
     from twin_platform.storage.postgres import connect
 
+    load = os.getloadavg()
     posts = sorted((ROOT / "data/sample/exports/substack/posts").glob("*.html"))
     settings = load_settings()
     try:
@@ -116,7 +117,8 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python benchmarks/bench_datasets.py --max-extracts {args.max_extracts} "
         f"--sizes {' '.join(map(str, args.sizes))}`",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), Python {platform.python_version()}; "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other work (load average "
+        f"{load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end), Python {platform.python_version()}; "
         f"model `{options.llm.model}` (llama.cpp, {settings.llm_threads} thread), concurrency {options.llm.concurrency}, "
         f"retries {options.llm.max_retries}.",
         "",

@@ -35,29 +35,35 @@ SHAPES = {
 }  # fmt: skip
 
 
-def rag_messages(words: int = 220) -> list[dict[str, str]]:
+def rag_messages(request_id: int, words: int = 220) -> list[dict[str, str]]:
+    """A RAG prompt as the API builds it; the context differs per request, as it does in real traffic
+    (llama.cpp reuses the cached prefix of the previous prompt: only the system prompt is shared)."""
     from twin_platform.rag.generation import build_messages
 
     context = "\n\n".join(
-        f"[{i}] (articles, https://example.org/{i})\n"
+        f"[{i}] (articles, https://example.org/{request_id}/{i})\n"
+        + f"Note {request_id}-{i}. "
         + " ".join(
             ["Sourdough needs patience, warm water and a lively starter fed every morning."]
             * (words // 40)
         )
         for i in range(1, 4)
     )
-    return build_messages("Write a short post about baking bread at home.", "ada-quill", context)
+    return build_messages(
+        f"Write post number {request_id} about baking bread at home.", "ada-quill", context
+    )
 
 
 def cpu_bench(requests: int, concurrency: int, max_tokens: int) -> list[str]:
     from twin_platform.llm.local import get_local_model
 
     model = get_local_model()
-    messages = rag_messages()
-    prompt_tokens = sum(model.count_tokens(m["content"]) for m in messages)
-    list(model.stream(messages, max_tokens=8, temperature=0.0))  # warm-up
+    prompt_tokens = sum(model.count_tokens(m["content"]) for m in rag_messages(0))
+    list(model.stream(rag_messages(0), max_tokens=8, temperature=0.0))  # warm-up
+    counter = iter(range(1, 10_000))
 
     def one() -> tuple[float, float, int]:
+        messages = rag_messages(next(counter))
         started = time.perf_counter()
         first, n = None, 0
         for _ in model.stream(messages, max_tokens=max_tokens, temperature=0.0):

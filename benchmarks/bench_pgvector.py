@@ -15,6 +15,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ def main() -> None:
     lines = [
         f"### pgvector HNSW sweep ({args.rows:,} x {args.dim}-d, {args.distribution}, {args.queries} queries, k={args.k})",
         "",
-        f"Command: `python benchmarks/bench_pgvector.py --rows {args.rows} --distribution {args.distribution}`  ",
+        f"Command: `python benchmarks/bench_pgvector.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}",
         "",
     ]
@@ -146,6 +147,8 @@ def main() -> None:
                 lines.append(row)
                 print(row, flush=True)
         conn.execute("DROP TABLE bench_vectors")
+    if args.home is None:
+        services.down()  # the temporary server is not needed any more
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(lines) + "\n")

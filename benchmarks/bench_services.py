@@ -26,7 +26,9 @@ def timed(env: dict[str, str], code: str = PROBE) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     baseline = timed(os.environ.copy(), "import twin_platform.services")
@@ -46,7 +48,9 @@ def main() -> None:
     print(f"process start + imports alone: {baseline:.2f} s (included in every figure below)")
     print("| start | median s | min s | max s |\n|---|---|---|---|")
     for name, values in rows.items():
-        print(f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
+        print(
+            f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |"
+        )
 
 
 if __name__ == "__main__":

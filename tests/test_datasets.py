@@ -88,6 +88,7 @@ def test_extracts_are_sentence_aligned_within_bounds_and_sampled_reproducibly() 
     assert all(e.text[-1] in ".!?" and "— Ada" not in e.text for e in headed)
     picked = sample_extracts(extracts, 3, seed=42)
     assert len(picked) == 3 and picked == sample_extracts(extracts, 3, seed=42)
+    assert set(picked) <= set(sample_extracts(extracts, 4, seed=42))  # a larger sample only adds
     assert picked != sample_extracts(extracts, 3, seed=7) or len(extracts) == 3
 
 

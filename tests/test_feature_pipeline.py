@@ -317,3 +317,40 @@ def test_sql_models_build_statistics_that_match_the_tables(
     assert coverage is not None and float(coverage[0]) == 100.0 and coverage[1] == embedder.name
     preview = sql_models.preview(conn, models[names.index("author_corpus_stats")], limit=3)
     assert preview.height <= 3 and {"author", "category"} <= set(preview.columns)
+
+
+def test_sample_corpus_end_to_end(
+    sample_author: str,
+    mongodb_url: str,
+    postgres_url: str,
+    conn: psycopg.Connection,
+    embedder: Embedder,
+) -> None:
+    from twin_platform.settings import load_settings
+
+    sample_db = warehouse.connect(mongodb_url, load_settings().mongodb_database)
+    pipeline.sync_author(sample_db, postgres_url, sample_author, embedder)
+    counts = store.category_counts(conn, sample_author)
+    assert set(counts["category"]) == {"articles", "posts", "repositories"}
+    assert (counts["chunks"] > 0).all() and counts["chunks"].to_list() == counts[
+        "embedded"
+    ].to_list()
+    quality = store.quality(conn, sample_author, 384, 256)
+    assert quality.missing_embeddings == quality.not_unit_norm == quality.over_token_limit == 0
+    paths = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT metadata->>'path' FROM chunks WHERE author = %s AND category = 'repositories'",
+            (sample_author,),
+        )
+    ]
+    assert paths and not any(p and (p.endswith(".lock") or p.endswith(".png")) for p in paths)
+    code = conn.execute(
+        "SELECT count(*) FROM chunks WHERE author = %s AND category = 'repositories' AND content LIKE %s",
+        (sample_author, "%def %"),
+    ).fetchone()
+    assert code and code[0] > 0  # code survives cleaning, unlike the reference's character filter
+    hits = store.lexical_search(conn, "measure then argue", k=3, author=sample_author)
+    assert hits and all(h.author == sample_author for h in hits)
+    query = embedder.encode(["How do I keep a Postgres vector index fast?"])[0]
+    assert store.vector_search(conn, query, k=3, author=sample_author)

@@ -112,3 +112,40 @@ def test_from_settings_defaults_under_twin_home(
     assert ModelRegistry.from_settings().root == (tmp_path / "home" / "models").resolve()
     monkeypatch.setenv("TWIN_MODEL_REGISTRY", str(tmp_path / "elsewhere"))
     assert ModelRegistry.from_settings().root == (tmp_path / "elsewhere").resolve()
+
+
+def test_s3_registry_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same API against an S3 server (moto's, in-process): versions, manifests, aliases, cache."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from twin_platform.services.process import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        }.items():
+            monkeypatch.setenv(name, value)
+        boto3.client("s3").create_bucket(Bucket="models")
+        registry = ModelRegistry("s3://models/twin-platform", cache_dir=tmp_path / "cache")
+        v1 = registry.register(
+            hf_folder(tmp_path / "a", b"one"), name="twin", manifest={"stage": "sft"}
+        )
+        registry.set_alias("twin", PRODUCTION, v1.version)
+        again = registry.register(hf_folder(tmp_path / "b", b"one"), name="twin", manifest={})
+        assert again.version == 1  # same weights: no duplicate upload
+
+        other = ModelRegistry("s3://models/twin-platform", cache_dir=tmp_path / "other-cache")
+        served = other.resolve("twin")
+        assert served is not None and served.version == 1 and served.manifest["stage"] == "sft"
+        assert (served.path / "model.safetensors").read_bytes() == b"one"
+        assert (served.path / "sub" / "extra.txt").is_file()
+        assert other.names() == ["twin"] and [v.version for v in other.versions("twin")] == [1]
+    finally:
+        server.stop()

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Candidates per search arm before reranking."
     )
     rag_expansions: int = Field(
-        default=2, ge=1, description="Queries searched: the original + n-1 rewrites."
+        default=1, ge=1, description="Queries searched: the original + n-1 rewrites (3 + llm: the reference)."
     )
     rag_expansion_mode: str = Field(
         default="keywords", description="keywords (offline, instant) or llm."
@@ -165,7 +165,7 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Retries of a failed or invalid LLM answer."
     )
     dataset_max_extracts: int = Field(
-        default=16,
+        default=12,
         ge=1,
         description="Extracts per author and run: bounds the LLM time of a dataset build.",
     )

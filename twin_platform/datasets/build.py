@@ -43,7 +43,7 @@ class DatasetTooSmallError(RuntimeError):
 class BuildOptions:
     author: str
     llm: LLMOptions
-    max_extracts: int = 16
+    max_extracts: int = 12
     min_samples: int = 5
     test_fraction: float = 0.1
     seed: int = 42

@@ -124,8 +124,11 @@ def cut_extracts(document: SourceDocument, min_chars: int, max_chars: int) -> li
 
 
 def sample_extracts(extracts: list[Extract], limit: int, seed: int) -> list[Extract]:
-    """At most `limit`, spread over documents by a seeded shuffle, returned in a stable order."""
-    if len(extracts) <= limit:
-        return extracts
-    chosen = random.Random(seed).sample(extracts, limit)
-    return sorted(chosen, key=lambda e: e.extract_id)
+    """The first `limit` of a seeded shuffle, in a stable order.
+
+    Spreads the sample over documents, and raising `limit` only adds extracts: those already sent to
+    the LLM keep their cached answers.
+    """
+    shuffled = sorted(extracts, key=lambda e: e.extract_id)
+    random.Random(seed).shuffle(shuffled)
+    return sorted(shuffled[:limit], key=lambda e: e.extract_id)

@@ -115,14 +115,14 @@ def warehouse_index(db: Database, author: str) -> pl.DataFrame:
 
 
 def plan_cleaning(index: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-    """(documents to clean with a `new` flag, ids to delete). Unknown hashes are cleaned to find out."""
+    """(documents to clean, ids to delete). Documents without a stored hash are cleaned to find out."""
     joined = index.join(stored, on="document_id", how="left")
     todo = joined.filter(
         pl.col("stored_hash").is_null()
         | pl.col("content_hash").is_null()
         | (pl.col("content_hash") != pl.col("stored_hash"))
         | (pl.col("cleaner_version") != CLEANER_VERSION)
-    ).with_columns(new=pl.col("stored_hash").is_null())
+    )
     deleted = stored.join(index, on="document_id", how="anti")["document_id"].to_list()
     return todo, deleted
 
@@ -137,16 +137,19 @@ def _optional_text(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def _raw_hash(raw: dict[str, Any]) -> str:
+    """The warehouse's hash when it has one, else computed (also for non-text content)."""
+    if isinstance(raw.get("content_hash"), str):
+        return raw["content_hash"]
+    content = raw.get("content")
+    return content_hash(content) if isinstance(content, str) else content_hash(repr(content))
+
+
 def clean_row(
     raw: dict[str, Any], category: str, author: str, max_chars: int
 ) -> tuple[store.CleanedRow, int]:
     """A warehouse document as a cleaned_documents row, and how many boilerplate lines it lost."""
     content = raw.get("content")
-    raw_hash = (
-        content_hash(content)
-        if isinstance(content, str)
-        else hashlib.sha256(repr(content).encode()).hexdigest()
-    )
     cleaned = clean(content, category, max_chars=max_chars)
     row = store.CleanedRow(
         document_id=document_id(category, author, raw["url"]),
@@ -156,9 +159,7 @@ def clean_row(
         url=raw["url"],
         title=_optional_text(raw.get("title")),
         content=cleaned.content,
-        content_hash=raw.get("content_hash")
-        if isinstance(raw.get("content_hash"), str)
-        else raw_hash,
+        content_hash=_raw_hash(raw),
         language=cleaned.language,
         published_at=_published_at(raw.get("published_at")),
         status=cleaned.status,

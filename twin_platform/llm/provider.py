@@ -177,8 +177,8 @@ def complete(
     timeout_s = timeout_s or settings.llm_timeout_s
     if settings.llm_api_key is not None:
         kwargs["api_key"] = settings.llm_api_key.get_secret_value()
-    elif api_base:
-        kwargs["api_key"] = "none"  # self-hosted OpenAI-compatible servers often need no key, but the client does
+    elif api_base:  # self-hosted OpenAI-compatible servers often need no key; the client wants one
+        kwargs["api_key"] = "none"
     if json_schema is not None:
         kwargs["response_format"] = {
             "type": "json_schema",

@@ -54,6 +54,7 @@ class TrainingResult:
     @classmethod
     def load(cls, path: Path) -> TrainingResult:
         data = json.loads(path.read_text())
+        data.pop("config", None)
         for key in ("output_dir", "merged_dir", "adapter_dir"):
             data[key] = Path(data[key]) if data[key] else None
         return cls(**data)
@@ -136,12 +137,14 @@ def load_model(config: TrainingConfig, on_gpu: bool, bf16_ok: bool):  # type: ig
             raise TrainingError(
                 "method='qlora' needs a CUDA GPU (bitsandbytes 4-bit); use 'lora' on CPU"
             )
-        try:
-            from transformers import BitsAndBytesConfig
-        except ImportError as exc:
+        import importlib.util
+
+        from transformers import BitsAndBytesConfig
+
+        if importlib.util.find_spec("bitsandbytes") is None:
             raise TrainingError(
-                "method='qlora' needs bitsandbytes: pip install bitsandbytes"
-            ) from exc
+                "method='qlora' needs bitsandbytes: pip install 'twin-platform[gpu]'"
+            )
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -190,7 +193,9 @@ def run(
         config.to_json()
     ):
         reporter.info(f"{config.stage}: already trained with this exact config, reusing {out}")
-        return TrainingResult.load(result_file)
+        finished = TrainingResult.load(result_file)
+        reporter.materialized(materialization_metadata(finished, config), _data_version(finished))
+        return finished
 
     dataset = load_dataset(
         config.dataset_dir, config.stage, hp.max_train_samples
@@ -403,5 +408,5 @@ def main(stage: str, make_trainer: TrainerFactory, argv: Sequence[str] | None = 
         except (DatasetError, TrainingError) as exc:
             reporter.error(str(exc))
             raise SystemExit(f"error: {exc}") from None
-    reporter.info(f"{stage}: done, merged model at {result.merged_dir}")
+        reporter.info(f"{stage}: done, merged model at {result.merged_dir}")
     return 0
