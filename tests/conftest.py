@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +19,15 @@ for _var in ("DATABASE_URL", "MONGODB_URI", "TWIN_DATABASE_URL", "TWIN_MONGODB_U
 
 
 @pytest.fixture(scope="session")
-def twin_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A TWIN_HOME for the whole session; its servers are stopped at the end."""
+def twin_home() -> Iterator[Path]:
+    """A TWIN_HOME for the whole session; its servers are stopped and its files removed at the end.
+
+    Not under pytest's own temp root: pytest resets that to mode 0700 at each session start, which
+    locks out the embedded Postgres (it runs as its own system user when tests run as root).
+    """
     from twin_platform import services
 
-    home = tmp_path_factory.mktemp("twin")
+    home = Path(tempfile.mkdtemp(prefix="twin-test-"))
     previous = os.environ.get("TWIN_HOME")
     os.environ["TWIN_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
@@ -32,6 +38,7 @@ def twin_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ["TWIN_MONGO_PORT"] = str(free_port())
     yield home
     services.down()
+    shutil.rmtree(home, ignore_errors=True)
     if previous is None:
         os.environ.pop("TWIN_HOME", None)
     else:

@@ -173,12 +173,12 @@ def sample_corpus(sample_author: str, mongodb_url: str, postgres_url: str) -> st
 @pytest.mark.parametrize(
     ("query", "url"),
     [
-        ("When does Ada Quill page someone about p99 latency?", "https://adaquill.substack.com/p/why-i-stopped-trusting-p50"),
+        ("Why did Ada Quill stop trusting p50 latency and alert on p99 instead?", "https://adaquill.substack.com/p/why-i-stopped-trusting-p50"),
         ("Which modules are in quillstack and what is the retry budget?", "https://github.com/ada-quill/quillstack"),
         ("How many claims a second does a Postgres job queue with SKIP LOCKED handle?", "https://adaquill.substack.com/p/postgres-is-a-fine-queue"),
         ("How many dashboards did she delete because nobody opened them?", "https://adaquill.substack.com/p/dashboards-nobody-reads"),
         ("How long did it take to move four terabytes of documents?", "https://adaquill.substack.com/p/moving-four-terabytes"),
-        ("How many pages did a year of on-call bring?", "https://adaquill.substack.com/p/a-year-of-on-call-numbers"),
+        ("In a year of on-call numbers, how many of the pages needed a human?", "https://adaquill.substack.com/p/a-year-of-on-call-numbers"),
     ],
 )  # fmt: skip
 def test_retrieval_finds_known_facts_of_the_sample_corpus(

@@ -522,6 +522,7 @@ def test_bundled_base_model_converts_once(twin_home: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_quick_profile_trains_the_real_base_model(
     twin_home: Path, data_dirs: dict[str, Path]
 ) -> None:
