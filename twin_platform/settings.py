@@ -112,7 +112,9 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Candidates per search arm before reranking."
     )
     rag_expansions: int = Field(
-        default=1, ge=1, description="Queries searched: the original + n-1 rewrites (3 + llm: the reference)."
+        default=1,
+        ge=1,
+        description="Queries searched: the original + n-1 rewrites (3 + llm: the reference).",
     )
     rag_expansion_mode: str = Field(
         default="keywords", description="keywords (offline, instant) or llm."
@@ -158,7 +160,9 @@ class Settings(BaseSettings):
     )
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one LLM call.")
     llm_threads: int = Field(
-        default=1, ge=1, description="CPU threads of the local llama.cpp model (1 is fastest on busy cores)."
+        default=1,
+        ge=1,
+        description="CPU threads of the local llama.cpp model (1 is fastest on busy cores).",
     )
     llm_concurrency: int = Field(default=2, ge=1, description="LLM calls in flight at once.")
     llm_max_retries: int = Field(
@@ -202,7 +206,9 @@ class Settings(BaseSettings):
         default=2_000_000, ge=1000, description="Longer documents are truncated."
     )
     hnsw_ef_search: int = Field(
-        default=40, ge=1, description="pgvector HNSW candidate list per query (raised to k if lower)."
+        default=40,
+        ge=1,
+        description="pgvector HNSW candidate list per query (raised to k if lower).",
     )
 
     @property
