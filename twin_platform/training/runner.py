@@ -245,6 +245,10 @@ def run(
         "steps": trainer.state.global_step,
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
+        # Means over the first and second half of the logged steps: single steps see different
+        # batches, so one step against another is mostly noise on short runs.
+        "early_loss": _mean(losses[: len(losses) // 2]),
+        "late_loss": _mean(losses[len(losses) // 2 :]),
         "train_loss": train_output.training_loss,
         "train_runtime_s": round(elapsed, 1),
         "tokens_seen": int(trainer.state.num_input_tokens_seen),
@@ -410,3 +414,7 @@ def main(stage: str, make_trainer: TrainerFactory, argv: Sequence[str] | None = 
             raise SystemExit(f"error: {exc}") from None
         reporter.info(f"{stage}: done, merged model at {result.merged_dir}")
     return 0
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
