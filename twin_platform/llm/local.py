@@ -8,6 +8,7 @@ template. Dataset generation (through litellm, see `twin_platform.llm.provider`)
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import threading
 from collections.abc import Iterator, Sequence
@@ -85,7 +86,10 @@ class LocalChatModel:
         # One thread by default: on small shared CPUs, llama.cpp's spinning threads slow each other down
         # (measured 3.7 vs 0.9 tokens/s for 1 vs 2 threads on 2 busy cores).
         threads = load_settings().llm_threads
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+        llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+        # Free it before interpreter teardown: Llama.__del__ at shutdown finds its C bindings gone.
+        atexit.register(llama.close)
+        return llama
 
     @staticmethod
     def _load_transformers(model: str, device: str | None) -> tuple[Any, Any]:
