@@ -1,14 +1,15 @@
 """Load test of the API's retrieval path (`POST /retrieve`) at 100,000 chunks, from a separate process.
 
 1. Builds a synthetic corpus in its own TWIN_HOME (once; reused): 100,000 chunks of ~80 words by 10
-   authors in 3 categories. Words follow a Zipf law over a 20,000-word vocabulary mixed with real
-   English stopwords (which full-text search drops), so the full-text arm sees realistic posting
-   lists. Vectors are clustered unit vectors (like sentence embeddings; embedding 100k texts on 2
+   authors in 3 categories. Words follow a Zipf law over 20,000 English words (the embedding
+   model's vocabulary, in its frequency order) mixed with stopwords (which full-text search drops),
+   so the full-text arm sees realistic posting lists. Vectors are clustered unit vectors (like sentence embeddings; embedding 100k texts on 2
    cores would take most of an hour and changes nothing on the query path). Queries are embedded by
    the real model in the server, like any request.
 2. Starts `twin serve` as its own process for each configuration, and drives it from this process
-   with N concurrent connections (httpx, asyncio): warm-up, then the measured requests.
-3. Prints (and with --output writes) one Markdown table, configurations side by side.
+   with N concurrent connections (aiohttp, asyncio): warm-up, then the measured requests.
+3. Prints (and with --output writes) one Markdown table, configurations side by side, with the
+   CPU each process spent per request.
 
     .venv/bin/python benchmarks/bench_api.py --requests 5000 --concurrency 16 --output benchmarks/results/api.md
 """
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,38 +105,40 @@ AUTHORS = [f"author-{i:02d}" for i in range(10)]
 CATEGORIES = ["articles", "posts", "repositories"]
 KEY = "bench-key"
 
-CONFIGS = {  # name -> (description, server environment)
-    "default": ("defaults: 1 query, hybrid, ef_search 100", {}),
-    "expanded": (
-        "2 queries (original + keyword rewrite), hybrid, ef_search 100",
-        {"TWIN_RAG_EXPANSIONS": "2"},
-    ),
-    "ef40": ("1 query, hybrid, ef_search 40", {"TWIN_HNSW_EF_SEARCH": "40"}),
+CORPUS_VERSION = (
+    "wordpiece-english-1"  # a corpus built by an older version of this script is rebuilt
+)
+QUESTION = (3, 6)  # content words per query
+LONG_QUESTION = (12, 20)
+
+
+@dataclass(frozen=True)
+class Config:
+    description: str
+    env: dict[str, str]
+    words: tuple[int, int] = QUESTION
+
+
+CONFIGS = {
+    "default": Config("defaults: 1 query, hybrid, ef_search 100, ONNX query encoder", {}),
+    "long": Config("as default, queries of 12-20 content words", {}, LONG_QUESTION),
+    "torch": Config("as default, torch query encoder (batched)", {"TWIN_QUERY_ENCODER": "torch"}),
+    "expanded": Config("2 queries (original + keyword rewrite)", {"TWIN_RAG_EXPANSIONS": "2"}),
 }
 
 
-def vocabulary(size: int, rng: random.Random) -> list[str]:
-    syllables = [
-        "ka",
-        "lo",
-        "mi",
-        "ne",
-        "ru",
-        "sa",
-        "ti",
-        "vo",
-        "ze",
-        "pa",
-        "qu",
-        "bri",
-        "sto",
-        "gen",
-        "dar",
-    ]
-    words: set[str] = set()
-    while len(words) < size:
-        words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))))
-    return sorted(words)
+def vocabulary(size: int) -> list[str]:
+    """English words, most frequent first: the whole words of the embedding model's WordPiece vocabulary.
+
+    BERT's vocabulary lists words roughly by corpus frequency, so a Zipf law over this order gives
+    realistic posting lists, and queries tokenize like real questions (one token per word).
+    """
+    from twin_platform.features.embedding import load_tokenizer
+
+    stop = set(STOPWORDS)
+    ordered = sorted(load_tokenizer().get_vocab().items(), key=lambda item: item[1])
+    words = [w for w, _ in ordered if w.isascii() and w.isalpha() and len(w) >= 3 and w not in stop]
+    return words[:size]
 
 
 def zipf_weights(n: int, offset: int = 100, s: float = 1.1) -> np.ndarray:
@@ -150,20 +154,19 @@ def clustered_vectors(rows: int, dim: int, rng: np.random.Generator) -> np.ndarr
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def build_corpus(url: str, rows: int, words_per_chunk: int = 80) -> float:
-    """Write `rows` chunks unless already there; returns seconds spent."""
+def build_corpus(url: str, rows: int, marker: Path, words_per_chunk: int = 80) -> float:
+    """Write `rows` chunks unless this version's corpus is there (`marker`); returns seconds spent."""
     from twin_platform.features import store
     from twin_platform.storage.postgres import connect
 
+    if marker.exists() and marker.read_text() == f"{CORPUS_VERSION} {rows}":
+        return 0.0
     with connect(url, autocommit=True) as conn:
-        have = conn.execute("SELECT count(*) FROM embedded_chunks").fetchone()[0]
-        if have == rows:
-            return 0.0
         started = time.perf_counter()
         conn.execute("TRUNCATE cleaned_documents CASCADE")
         conn.execute("DROP INDEX IF EXISTS embedded_chunks_hnsw")
-        rng, nrng = random.Random(7), np.random.default_rng(7)
-        vocab = vocabulary(20_000, rng)
+        nrng = np.random.default_rng(7)
+        vocab = vocabulary(20_000)
         weights = zipf_weights(len(vocab))
         per_doc = 10
         docs, chunks = [], []
@@ -224,13 +227,14 @@ def build_corpus(url: str, rows: int, words_per_chunk: int = 80) -> float:
             " USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
         )
         conn.execute("VACUUM ANALYZE embedded_chunks")
-        return time.perf_counter() - started
+    marker.write_text(f"{CORPUS_VERSION} {rows}")
+    return time.perf_counter() - started
 
 
-def make_queries(n: int, seed: int = 11) -> list[str]:
-    """Questions of 3-6 content words drawn like the corpus (so some are common, most are not)."""
+def make_queries(n: int, words: tuple[int, int] = (3, 6), seed: int = 11) -> list[str]:
+    """Questions of `words` content words drawn like the corpus (so some are common, most are not)."""
     rng, nrng = random.Random(seed), np.random.default_rng(seed)
-    vocab = vocabulary(20_000, random.Random(7))
+    vocab = vocabulary(20_000)
     weights = zipf_weights(len(vocab))
     templates = [
         "What does {a} say about {w}?",
@@ -241,12 +245,22 @@ def make_queries(n: int, seed: int = 11) -> list[str]:
     ]
     queries = []
     for _ in range(n):
-        words = " ".join(
-            vocab[i] for i in nrng.choice(len(vocab), size=rng.randint(3, 6), p=weights)
-        )
+        picked = nrng.choice(len(vocab), size=rng.randint(*words), p=weights)
         template = rng.choice(templates)
-        queries.append(template.format(a=rng.choice(AUTHORS).replace("-", " "), w=words))
+        queries.append(
+            template.format(
+                a=rng.choice(AUTHORS).replace("-", " "), w=" ".join(vocab[i] for i in picked)
+            )
+        )
     return queries
+
+
+def mean_tokens(queries: list[str]) -> float:
+    """Tokens per query as the embedding model sees them ([CLS] and [SEP] included)."""
+    from twin_platform.features.embedding import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    return statistics.fmean(len(tokenizer.encode(q).ids) for q in queries)
 
 
 def start_server(home: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -291,31 +305,51 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 300) 
 async def drive(
     url: str, queries: list[str], concurrency: int
 ) -> tuple[list[float], int, float, list[str]]:
-    """Send every query with `concurrency` requests in flight; returns latencies (ms), errors, seconds."""
-    import httpx
+    """Send every query with `concurrency` requests in flight; returns latencies (ms), errors, seconds.
+
+    aiohttp rather than httpx: the load shares the 2 cores with the server, and aiohttp spends about
+    a third of httpx's CPU per request.
+    """
+    import aiohttp
 
     latencies: list[float] = []
     errors: list[str] = []
     cursor = iter(queries)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, limits=limits, timeout=30
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(
+        url, connector=connector, headers=headers, timeout=timeout
     ) as client:
 
         async def worker() -> None:
             for query in cursor:
                 started = time.perf_counter()
                 try:
-                    response = await client.post("/retrieve", json={"query": query, "k": 5})
-                    if response.status_code != 200 or not response.json()["sources"]:
-                        errors.append(f"{response.status_code}: {response.text[:100]}")
-                except httpx.HTTPError as exc:
+                    async with client.post("/retrieve", json={"query": query, "k": 5}) as response:
+                        body = await response.json(content_type=None)
+                        if response.status != 200 or not body["sources"]:
+                            errors.append(f"{response.status}: {str(body)[:100]}")
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     errors.append(type(exc).__name__)
                 latencies.append((time.perf_counter() - started) * 1000)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return latencies, len(errors), time.perf_counter() - started, errors[:3]
+
+
+def cpu_seconds(match: str) -> float:
+    """CPU time (user + system) so far of the processes whose command line contains `match`."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and match in (entry / "cmdline").read_text().replace("\0", " "):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return total
 
 
 def server_stages(url_db: str, since: float) -> dict[str, float]:
@@ -361,41 +395,48 @@ def main() -> None:
 
     db = services.postgres_uri()
     print(f"corpus: {args.rows:,} chunks in {args.home}", flush=True)
-    built_s = build_corpus(db, args.rows)
-    queries = make_queries(args.warmup + args.requests)
+    built_s = build_corpus(db, args.rows, args.home / "bench-corpus.txt")
     rows = []
     for name in args.configs.split(","):
-        description, env = CONFIGS[name]
-        proc = start_server(args.home, args.port, env)
+        config = CONFIGS[name]
+        queries = make_queries(args.warmup + args.requests, config.words)
+        proc = start_server(args.home, args.port, config.env)
         url = f"http://127.0.0.1:{args.port}"
         try:
             wait_ready(url, proc)
             asyncio.run(drive(url, queries[: args.warmup], args.concurrency))
             since = time.time()
+            cpu_before = [cpu_seconds("postgres"), cpu_seconds("twin serve"), time.process_time()]
             latencies, errors, seconds, samples = asyncio.run(
                 drive(url, queries[args.warmup :], args.concurrency)
             )
+            cpu_after = [cpu_seconds("postgres"), cpu_seconds("twin serve"), time.process_time()]
             time.sleep(2)  # traces are written in the background
             stages = server_stages(db, since)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        n = len(latencies)
+        cpu_ms = [
+            (after - before) / n * 1000 for before, after in zip(cpu_before, cpu_after, strict=True)
+        ]
         q = statistics.quantiles(latencies, n=100)
         rows.append(
             (
-                f"{name}: {description}",
-                len(latencies),
+                f"{name}: {config.description}",
+                mean_tokens(queries[args.warmup :]),
+                n,
                 errors,
-                len(latencies) / seconds,
+                n / seconds,
                 q[49],
                 q[94],
                 q[98],
+                cpu_ms,
                 stages,
-                samples,
             )
         )
         print(
-            f"{name}: {rows[-1][3]:.1f} req/s, p95 {q[94]:.1f} ms, errors {errors} {samples}",
+            f"{name}: {rows[-1][4]:.1f} req/s, p95 {q[94]:.1f} ms, errors {errors} {samples}",
             flush=True,
         )
 
@@ -403,21 +444,27 @@ def main() -> None:
         "# API retrieval path under load",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_api.py --rows {args.rows} --requests {args.requests}"
-        f" --concurrency {args.concurrency}`",
+        f" --concurrency {args.concurrency} --configs {args.configs}`",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work), Python {platform.python_version()};"
-        f" server = `twin serve` (one uvicorn process), load = this script (httpx asyncio) in another process.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
+        " server = `twin serve` (one uvicorn process), load = this script (aiohttp, asyncio) in"
+        " another process on the same cores.",
         f"Corpus: {args.rows:,} chunks, 10 authors, 3 categories (build: {built_s:.0f} s, 0 = reused).",
         f"Requests: `POST /retrieve` with k=5, {args.requests:,} measured after {args.warmup} warm-up,"
         f" {args.concurrency} in flight. Goal: >= 80 req/s, p95 <= 200 ms, 0 errors.",
+        "CPU per request: CPU seconds of Postgres, the server and the load generator over the measured"
+        " requests, divided by their number.",
         "",
-        "| configuration | requests | errors | req/s | p50 ms | p95 ms | p99 ms | server median per stage (ms) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | tokens/query | requests | errors | req/s | p50 ms | p95 ms | p99 ms"
+        " | CPU ms/request: postgres, server, load | server median per stage (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, n, errors, rps, p50, p95, p99, stages, _ in rows:
+    for name, tokens, n, errors, rps, p50, p95, p99, cpu_ms, stages in rows:
         stage_text = ", ".join(f"{k} {v}" for k, v in sorted(stages.items()))
+        cpu_text = ", ".join(f"{ms:.1f}" for ms in cpu_ms)
         lines.append(
-            f"| {name} | {n} | {errors} | {rps:.1f} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {stage_text} |"
+            f"| {name} | {tokens:.1f} | {n} | {errors} | {rps:.1f} | {p50:.1f} | {p95:.1f}"
+            f" | {p99:.1f} | {cpu_text} | {stage_text} |"
         )
     report = "\n".join(lines) + "\n"
     print(report)

@@ -151,3 +151,37 @@ def test_pid_file_of_a_reused_pid_is_not_trusted(tmp_path: Path) -> None:
     )
     assert process.read_record(pid_file) is None
     assert not pid_file.exists()
+
+
+def test_embedded_postgres_gets_its_shared_buffers_and_survives_an_impossible_one() -> None:
+    """Applied at first start; a size the machine cannot give is one clear error that loses nothing."""
+    import shutil
+    import tempfile
+
+    from twin_platform.services import postgres
+
+    home = Path(tempfile.mkdtemp(prefix="twin-test-pg-"))  # not tmp_path: see conftest.twin_home
+    data = home / "postgres"
+    (home / "run").mkdir()
+
+    def shared_buffers(uri: str) -> str:
+        with psycopg.connect(uri) as conn:
+            return str(conn.execute("SHOW shared_buffers").fetchone()[0])
+
+    try:
+        uri = postgres.start_embedded(data, "64MB")
+        assert shared_buffers(uri) == "64MB"
+        with psycopg.connect(uri) as conn:
+            conn.execute("CREATE TABLE kept AS SELECT 1 AS v")
+        postgres.stop_embedded(data)
+
+        with pytest.raises(ServiceError, match="TWIN_POSTGRES_SHARED_BUFFERS"):
+            postgres.start_embedded(data, "4000GB")
+
+        uri = postgres.start_embedded(data, "96MB")
+        assert shared_buffers(uri) == "96MB"
+        with psycopg.connect(uri) as conn:
+            assert conn.execute("SELECT v FROM kept").fetchone() == (1,)
+    finally:
+        postgres.stop_embedded(data)
+        shutil.rmtree(home, ignore_errors=True)

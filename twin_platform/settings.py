@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,12 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "TWIN_DATABASE_URL"),
         description="External Postgres with pgvector; unset starts the embedded server.",
+    )
+    postgres_shared_buffers: str = Field(
+        default="1GB",
+        pattern=r"^\d+(kB|MB|GB)$",
+        description="shared_buffers of the embedded server: the HNSW index of 100k chunks is ~200 MB"
+        " and Postgres's 128MB default makes every search read pages from the OS.",
     )
     mongodb_uri: str | None = Field(
         default=None,
@@ -194,6 +201,10 @@ class Settings(BaseSettings):
         default="auto", description="auto (CUDA when available), cpu, cuda, cuda:1, mps."
     )
     embedding_batch_size: int = Field(default=64, ge=1, description="Texts per forward pass.")
+    query_encoder: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="Serving's query embedding: onnx (ONNX Runtime, CPU), torch, or auto (onnx on CPU).",
+    )
     feature_batch_size: int = Field(
         default=256,
         ge=1,

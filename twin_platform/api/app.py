@@ -33,13 +33,14 @@ def build_serving(settings: Settings) -> Serving:
     from twin_platform.monitoring import TraceWriter
     from twin_platform.rag.generation import Generator, resolve_served_model
     from twin_platform.rag.pipeline import RagPipeline
-    from twin_platform.rag.retriever import BatchedEncoder, Retriever, default_encoder, open_pool
+    from twin_platform.rag.query_encoder import query_encoder
+    from twin_platform.rag.retriever import Retriever, open_pool
 
-    pool = open_pool(services.postgres_uri(settings))
-    encoder = BatchedEncoder(default_encoder(settings.embedding_model, settings.embedding_device))
+    pool = open_pool(services.postgres_uri(settings), ef_search=settings.hnsw_ef_search)
+    encoder = query_encoder(settings)
     encoder(["warm up"])
     generator = Generator(resolve_served_model(settings))
-    retriever = Retriever(pool, encoder, settings.rag_candidates, settings.hnsw_ef_search)
+    retriever = Retriever(pool, encoder, settings.rag_candidates, ef_search=None)  # set by the pool
     pipeline = RagPipeline(retriever, generator, settings)
     keys = KeyStore(parse_keys(settings.api_keys))
     if keys.open:

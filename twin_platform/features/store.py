@@ -81,7 +81,10 @@ class ChunkRow:
 
 
 class ChunkHit(BaseModel):
-    """One retrieved chunk. `score`: cosine similarity (vector) or ts_rank_cd (lexical)."""
+    """One retrieved chunk. `score`: cosine similarity (vector) or ts_rank_cd (lexical).
+
+    `similarity` is the cosine similarity to a query vector, when the search was given one.
+    """
 
     chunk_id: str
     document_id: str
@@ -91,6 +94,7 @@ class ChunkHit(BaseModel):
     content: str
     score: float
     metadata: dict[str, Any] = {}
+    similarity: float | None = None
 
 
 @contextmanager
@@ -291,6 +295,12 @@ def insert_embeddings(
 
 # -- retrieval ----------------------------------------------------------------------------------------
 _HIT_COLUMNS = "chunk_id, document_id, author, category, source_url, content, metadata"
+# HNSW search settings: ef_search (candidate list size; recall against speed) and the iterative scan
+# that keeps filtered searches from returning fewer than k rows. `local` true: this transaction only.
+HNSW_SETTINGS_SQL = (
+    "SELECT set_config('hnsw.ef_search', %s, {local}),"
+    " set_config('hnsw.iterative_scan', 'relaxed_order', {local})"
+)
 
 
 def _filters(
@@ -314,11 +324,13 @@ def vector_search(
     k: int = 10,
     author: str | None = None,
     categories: Sequence[str] | None = None,
-    ef_search: int = 40,
+    ef_search: int | None = 40,
 ) -> list[ChunkHit]:
     """Top-k chunks by cosine similarity through the HNSW index.
 
-    With a filter, pgvector's iterative scan keeps reading the index until k rows pass it.
+    With a filter, pgvector's iterative scan keeps reading the index until k rows pass it. With
+    `ef_search=None` the connection's own `hnsw.*` settings apply (a serving pool sets them once per
+    connection: one statement per search instead of a transaction of three).
     """
     where, params = _filters(author, categories)
     query = sql.SQL(
@@ -326,11 +338,14 @@ def vector_search(
         " ORDER BY embedding <=> %s LIMIT %s"
     ).format(cols=sql.SQL(_HIT_COLUMNS), where=where)
     vector = np.asarray(embedding, dtype=np.float32)
-    with conn.transaction():
-        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(ef_search, k)),))
-        conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+    if ef_search is None:
         rows = conn.execute(query, [vector, *params, vector, k]).fetchall()
-    hits = [_hit(row) for row in rows]
+    else:
+        with conn.pipeline(), conn.transaction():  # one round trip: BEGIN, settings, query, COMMIT
+            conn.execute(HNSW_SETTINGS_SQL.format(local="true"), (str(max(ef_search, k)),))
+            cursor = conn.execute(query, [vector, *params, vector, k])
+        rows = cursor.fetchall()
+    hits = [_hit(row, similarity=row[-1]) for row in rows]
     return sorted(hits, key=lambda h: -h.score)
 
 
@@ -340,20 +355,27 @@ def lexical_search(
     k: int = 10,
     author: str | None = None,
     categories: Sequence[str] | None = None,
+    similarity_to: np.ndarray | None = None,
 ) -> list[ChunkHit]:
-    """Top-k chunks by full-text rank (web-search syntax: quotes, OR, -exclusions)."""
+    """Top-k chunks by full-text rank (web-search syntax: quotes, OR, -exclusions).
+
+    With `similarity_to`, each hit also carries its cosine similarity to that vector (hybrid search
+    needs it for chunks the vector arm did not return), in the same query.
+    """
     where, params = _filters(author, categories)
     match = sql.SQL("content_tsv @@ websearch_to_tsquery('english', %s)")
     where = where + sql.SQL(" AND ") + match if params else sql.SQL("WHERE ") + match
+    similarity = sql.SQL("1 - (embedding <=> %s)" if similarity_to is not None else "NULL")
     statement = sql.SQL(
-        "SELECT {cols}, ts_rank_cd(content_tsv, websearch_to_tsquery('english', %s)) AS score"
-        " FROM embedded_chunks {where} ORDER BY score DESC, chunk_id LIMIT %s"
-    ).format(cols=sql.SQL(_HIT_COLUMNS), where=where)
-    rows = conn.execute(statement, [query, *params, query, k]).fetchall()
-    return [_hit(row) for row in rows]
+        "SELECT {cols}, ts_rank_cd(content_tsv, websearch_to_tsquery('english', %s)) AS score,"
+        " {similarity} FROM embedded_chunks {where} ORDER BY score DESC, chunk_id LIMIT %s"
+    ).format(cols=sql.SQL(_HIT_COLUMNS), similarity=similarity, where=where)
+    vector = [] if similarity_to is None else [np.asarray(similarity_to, dtype=np.float32)]
+    rows = conn.execute(statement, [query, *vector, *params, query, k]).fetchall()
+    return [_hit(row[:-1], similarity=row[-1]) for row in rows]
 
 
-def _hit(row: tuple[Any, ...]) -> ChunkHit:
+def _hit(row: tuple[Any, ...], similarity: float | None = None) -> ChunkHit:
     chunk_id, document_id, author, category, source_url, content, metadata, score = row
     return ChunkHit(
         chunk_id=chunk_id,
@@ -364,6 +386,7 @@ def _hit(row: tuple[Any, ...]) -> ChunkHit:
         content=content,
         score=float(score),
         metadata=metadata or {},
+        similarity=None if similarity is None else float(similarity),
     )
 
 

