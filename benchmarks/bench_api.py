@@ -124,6 +124,7 @@ CONFIGS = {
     "long": Config("as default, queries of 12-20 content words", {}, LONG_QUESTION),
     "torch": Config("as default, torch query encoder (batched)", {"TWIN_QUERY_ENCODER": "torch"}),
     "expanded": Config("2 queries (original + keyword rewrite)", {"TWIN_RAG_EXPANSIONS": "2"}),
+    "ef40": Config("as default, ef_search 40", {"TWIN_HNSW_EF_SEARCH": "40"}),
 }
 
 

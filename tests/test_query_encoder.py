@@ -42,13 +42,27 @@ def test_onnx_encoder_matches_the_model_and_is_cached(
     assert isinstance(qe.query_encoder(settings), qe.OnnxQueryEncoder)  # auto on CPU
 
 
-def test_concurrent_calls_give_the_sequential_results(twin_home: Path) -> None:
+def test_concurrent_calls_share_batches_and_get_their_own_vectors(twin_home: Path) -> None:
     encoder = qe.load_onnx_encoder(load_settings())
-    texts = [f"question number {i} about vector search and on-call" for i in range(24)]
-    sequential = encoder(texts)
-    with ThreadPoolExecutor(8) as pool:
-        parallel = np.stack(list(pool.map(lambda t: encoder([t])[0], texts)))
-    assert np.allclose(parallel, sequential, atol=1e-6)
+    texts = [f"question {i}: {'why ' * (i % 7)}vector search at night?" for i in range(32)]
+    alone = np.stack([encoder.embed_ids([encoder.tokenizer.encode(t).ids])[0] for t in texts])
+    with ThreadPoolExecutor(16) as pool:
+        together = np.stack(list(pool.map(lambda t: encoder([t])[0], texts)))
+    assert np.allclose(together, alone, atol=1e-5)  # padding and batch shape change nothing
+    assert np.allclose(encoder(texts), alone, atol=1e-5)
+
+
+def test_length_groups_bound_the_padding() -> None:
+    assert qe.length_groups([]) == []
+    assert qe.length_groups([10, 10, 10, 10]) == [[0, 1, 2, 3]]
+    # 9 joins 8 (1 pad token), 12 too (4 + 3 = 7 <= 8); 30 would pad 58: its own batch.
+    assert qe.length_groups([12, 8, 30, 9]) == [[1, 3, 0], [2]]
+    lengths = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+    groups = qe.length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(10))
+    for group in groups:
+        longest = max(lengths[i] for i in group)
+        assert sum(longest - lengths[i] for i in group) <= qe.PAD_BUDGET_TOKENS
 
 
 def test_an_unexportable_model_falls_back_to_torch(tmp_path: Path, twin_home: Path) -> None:

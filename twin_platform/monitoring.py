@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,17 +54,16 @@ _INSERT = (
 )
 
 
-def _row(trace: Trace) -> tuple[Any, ...]:
-    values = asdict(trace)
+def _value(trace: Trace, column: str) -> Any:
+    value = getattr(trace, column)
     # Postgres text cannot hold NUL bytes; a client may send them.
-    return tuple(
-        json.dumps(values[c]).replace("\\u0000", "")
-        if c in _JSON
-        else values[c].replace("\x00", "")
-        if isinstance(values[c], str)
-        else values[c]
-        for c in _COLUMNS
-    )
+    if column in _JSON:
+        return json.dumps(value).replace("\\u0000", "")
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+def _row(trace: Trace) -> tuple[Any, ...]:
+    return tuple(_value(trace, column) for column in _COLUMNS)
 
 
 def write_traces(conn: psycopg.Connection, traces: list[Trace]) -> None:

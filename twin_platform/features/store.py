@@ -93,7 +93,6 @@ class ChunkHit(BaseModel):
     source_url: str
     content: str
     score: float
-    metadata: dict[str, Any] = {}
     similarity: float | None = None
 
 
@@ -294,7 +293,7 @@ def insert_embeddings(
 
 
 # -- retrieval ----------------------------------------------------------------------------------------
-_HIT_COLUMNS = "chunk_id, document_id, author, category, source_url, content, metadata"
+_HIT_COLUMNS = "chunk_id, document_id, author, category, source_url, content"
 # HNSW search settings: ef_search (candidate list size; recall against speed) and the iterative scan
 # that keeps filtered searches from returning fewer than k rows. `local` true: this transaction only.
 HNSW_SETTINGS_SQL = (
@@ -360,23 +359,25 @@ def lexical_search(
     """Top-k chunks by full-text rank (web-search syntax: quotes, OR, -exclusions).
 
     With `similarity_to`, each hit also carries its cosine similarity to that vector (hybrid search
-    needs it for chunks the vector arm did not return), in the same query.
+    needs it for chunks the vector arm did not return), computed for the k kept rows only.
     """
     where, params = _filters(author, categories)
     match = sql.SQL("content_tsv @@ websearch_to_tsquery('english', %s)")
     where = where + sql.SQL(" AND ") + match if params else sql.SQL("WHERE ") + match
     similarity = sql.SQL("1 - (embedding <=> %s)" if similarity_to is not None else "NULL")
     statement = sql.SQL(
-        "SELECT {cols}, ts_rank_cd(content_tsv, websearch_to_tsquery('english', %s)) AS score,"
-        " {similarity} FROM embedded_chunks {where} ORDER BY score DESC, chunk_id LIMIT %s"
+        "SELECT {cols}, score, {similarity} FROM ("
+        " SELECT {cols}, embedding, ts_rank_cd(content_tsv, websearch_to_tsquery('english', %s))"
+        " AS score FROM embedded_chunks {where} ORDER BY score DESC, chunk_id LIMIT %s) AS top"
+        " ORDER BY score DESC, chunk_id"
     ).format(cols=sql.SQL(_HIT_COLUMNS), similarity=similarity, where=where)
     vector = [] if similarity_to is None else [np.asarray(similarity_to, dtype=np.float32)]
-    rows = conn.execute(statement, [query, *vector, *params, query, k]).fetchall()
+    rows = conn.execute(statement, [*vector, query, *params, query, k]).fetchall()
     return [_hit(row[:-1], similarity=row[-1]) for row in rows]
 
 
 def _hit(row: tuple[Any, ...], similarity: float | None = None) -> ChunkHit:
-    chunk_id, document_id, author, category, source_url, content, metadata, score = row
+    chunk_id, document_id, author, category, source_url, content, score = row
     return ChunkHit(
         chunk_id=chunk_id,
         document_id=document_id,
@@ -385,7 +386,6 @@ def _hit(row: tuple[Any, ...], similarity: float | None = None) -> ChunkHit:
         source_url=source_url,
         content=content,
         score=float(score),
-        metadata=metadata or {},
         similarity=None if similarity is None else float(similarity),
     )
 

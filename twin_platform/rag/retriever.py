@@ -26,6 +26,8 @@ from twin_platform.rag.expansion import keywords
 from twin_platform.rag.self_query import QueryFilters
 
 RRF_K = 60
+WORD = re.compile(r"\w+")
+NON_WORD = re.compile(r"\W+")
 Encoder = Callable[[list[str]], np.ndarray]
 
 
@@ -46,7 +48,7 @@ class RetrievedChunk:
 
 def or_query(words: Sequence[str]) -> str:
     """Words joined by OR, in web-search syntax (no operators can slip in: words only)."""
-    return " or ".join(w for w in words if re.fullmatch(r"\w+", w))
+    return " or ".join(w for w in words if WORD.fullmatch(w))
 
 
 def common_lexemes(conn: Any, max_share: float) -> set[str]:
@@ -74,7 +76,7 @@ def reciprocal_rank_fusion(
 
 
 def _content_key(text: str) -> str:
-    return hashlib.sha1(re.sub(r"\W+", " ", text.lower()).strip().encode()).hexdigest()
+    return hashlib.sha1(NON_WORD.sub(" ", text.lower()).strip().encode()).hexdigest()
 
 
 def deduplicate(chunks: Sequence[RetrievedChunk], limit: int | None = None) -> list[RetrievedChunk]:
@@ -223,7 +225,7 @@ class Retriever:
 
     def _lexical_query(self, conn: Any, text: str) -> str:
         """The query's content words, less those too common to discriminate, joined by OR."""
-        words = re.findall(r"\w+", keywords(text))
+        words = WORD.findall(keywords(text))
         common = self.common_lexemes(conn) if words else set()
         if common:
             lexemes = self._lexemes(conn, words)
