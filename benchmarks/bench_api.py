@@ -120,11 +120,11 @@ class Config:
 
 
 CONFIGS = {
-    "default": Config("defaults: 1 query, hybrid, ef_search 100, ONNX query encoder", {}),
+    "default": Config("defaults: 1 query, hybrid, ef_search 40, ONNX query encoder", {}),
     "long": Config("as default, queries of 12-20 content words", {}, LONG_QUESTION),
     "torch": Config("as default, torch query encoder (batched)", {"TWIN_QUERY_ENCODER": "torch"}),
     "expanded": Config("2 queries (original + keyword rewrite)", {"TWIN_RAG_EXPANSIONS": "2"}),
-    "ef40": Config("as default, ef_search 40", {"TWIN_HNSW_EF_SEARCH": "40"}),
+    "ef100": Config("as default, ef_search 100", {"TWIN_HNSW_EF_SEARCH": "100"}),
 }
 
 
