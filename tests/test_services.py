@@ -185,3 +185,17 @@ def test_embedded_postgres_gets_its_shared_buffers_and_survives_an_impossible_on
     finally:
         postgres.stop_embedded(data)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_port_in_time_wait_is_free_and_a_listening_one_is_not() -> None:
+    """Restarting a server at once must work: its closed connections linger in TIME_WAIT."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and nx-27017 do
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert not process.port_is_free(port)
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first: its port enters TIME_WAIT
+    assert process.port_is_free(port)

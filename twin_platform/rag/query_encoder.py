@@ -18,7 +18,9 @@ import shutil
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,20 @@ def _pooling_of(model: Any) -> tuple[str, bool]:
     return mode, len(names) == 3
 
 
+@contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """The exporter logs its progress and optional operators (torchvision's) it skips: noise here."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def cache_key(model_name: str, model_path: str) -> str:
     """Changes when the model's files change (a local folder) or its name does (a hub id)."""
     digest = hashlib.sha256(model_name.encode())
@@ -83,7 +99,7 @@ def export(model_name: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnx_ir", "onnxscript"):
             warnings.simplefilter("ignore")  # the exporter's notes on dynamic axes
             torch.onnx.export(
                 transformer.auto_model.eval(),

@@ -136,7 +136,10 @@ def tail(log_file: Path, lines: int = 15) -> str:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """No socket listens on it. SO_REUSEADDR, as servers set it: connections of a server that just
+    stopped linger in TIME_WAIT for a minute and must not make its port look taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
