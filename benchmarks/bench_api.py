@@ -353,6 +353,13 @@ def cpu_seconds(match: str) -> float:
     return total
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine so far (all cores; steal included: time not ours either)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
 def server_stages(url_db: str, since: float) -> dict[str, float]:
     """Median per-stage latency the server traced for the measured requests."""
     from datetime import UTC, datetime
@@ -407,11 +414,21 @@ def main() -> None:
             wait_ready(url, proc)
             asyncio.run(drive(url, queries[: args.warmup], args.concurrency))
             since = time.time()
-            cpu_before = [cpu_seconds("postgres"), cpu_seconds("twin serve"), time.process_time()]
+            cpu_before = [
+                cpu_seconds("postgres"),
+                cpu_seconds("twin serve"),
+                time.process_time(),
+                machine_cpu_seconds(),
+            ]
             latencies, errors, seconds, samples = asyncio.run(
                 drive(url, queries[args.warmup :], args.concurrency)
             )
-            cpu_after = [cpu_seconds("postgres"), cpu_seconds("twin serve"), time.process_time()]
+            cpu_after = [
+                cpu_seconds("postgres"),
+                cpu_seconds("twin serve"),
+                time.process_time(),
+                machine_cpu_seconds(),
+            ]
             time.sleep(2)  # traces are written in the background
             stages = server_stages(db, since)
         finally:
@@ -421,6 +438,7 @@ def main() -> None:
         cpu_ms = [
             (after - before) / n * 1000 for before, after in zip(cpu_before, cpu_after, strict=True)
         ]
+        cpu_ms[3] -= sum(cpu_ms[:3])  # the machine's busy time less ours: other processes
         q = statistics.quantiles(latencies, n=100)
         rows.append(
             (
@@ -454,10 +472,11 @@ def main() -> None:
         f"Requests: `POST /retrieve` with k=5, {args.requests:,} measured after {args.warmup} warm-up,"
         f" {args.concurrency} in flight. Goal: >= 80 req/s, p95 <= 200 ms, 0 errors.",
         "CPU per request: CPU seconds of Postgres, the server and the load generator over the measured"
-        " requests, divided by their number.",
+        " requests, divided by their number; `other`: the rest of the machine's busy time (other"
+        " processes, steal), which should be near 0 for a clean run.",
         "",
         "| configuration | tokens/query | requests | errors | req/s | p50 ms | p95 ms | p99 ms"
-        " | CPU ms/request: postgres, server, load | server median per stage (ms) |",
+        " | CPU ms/request: postgres, server, load, other | server median per stage (ms) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, tokens, n, errors, rps, p50, p95, p99, cpu_ms, stages in rows:

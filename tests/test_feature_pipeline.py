@@ -201,6 +201,13 @@ def test_vector_and_lexical_search_with_filters(
     assert {author, other} <= {h.author for h in both}
     only_posts = store.vector_search(conn, query, k=5, author=author, categories=["posts"])
     assert only_posts and all(h.category == "posts" for h in only_posts)
+    # Vectors stay in their rows (migration 0004): a hit's similarity needs no TOAST lookup.
+    toasted = conn.execute(
+        "SELECT count(*) FROM embedded_chunks"
+        " WHERE author = %s AND pg_column_toast_chunk_id(embedding) IS NOT NULL",
+        (author,),
+    ).fetchone()
+    assert toasted == (0,)
 
     from typer.testing import CliRunner
 

@@ -91,6 +91,23 @@ def test_rerankers_order_by_relevance() -> None:
         rerank.get_reranker("cross-encoder:")
 
 
+@pytest.mark.parametrize(
+    ("text", "word", "found"),
+    [
+        ("ship the rye loaf", "rye", True),
+        ("rye", "rye", True),
+        ("(rye), then", "rye", True),
+        ("ryegrass and rye-bread", "rye", False),  # inside longer words only
+        ("pre_rye or rye's", "rye", False),
+        ("ryegrass, then rye.", "rye", True),  # a later occurrence counts
+        ("c++ is fine", "c++", True),
+        ("ci-cd pipelines", "ci", False),
+    ],
+)
+def test_contains_word_is_whole_word(text: str, word: str, found: bool) -> None:
+    assert rerank.contains_word(text, word) is found
+
+
 def test_context_respects_token_budget() -> None:
     chunks = [chunk(str(i), " ".join(["word"] * 200)) for i in range(5)]
     built = context.assemble(chunks, budget_tokens=300)

@@ -28,14 +28,18 @@ class Serving:
     limiter: RateLimiter
 
 
-def get_serving(request: Request) -> Serving:
+# The dependencies are `async def` though they never await: FastAPI runs a plain `def` dependency in
+# its threadpool, a hop that cost more than the whole retrieval pipeline's Python under load.
+
+
+async def get_serving(request: Request) -> Serving:
     return request.app.state.serving  # type: ignore[no-any-return]
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from TWIN_API_KEYS.")
 
 
-def api_key(
+async def api_key(
     serving: Annotated[Serving, Depends(get_serving)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -40,8 +41,16 @@ class QueryFilters(BaseModel):
     category: str | None = None
 
 
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
 def _normalise(text: str) -> str:
-    return " " + re.sub(r"[^a-z0-9]+", " ", text.lower()).strip() + " "
+    return " " + _NON_ALNUM.sub(" ", text.lower()).strip() + " "
+
+
+@lru_cache(maxsize=4096)  # every query is matched against every known author
+def _normalised_name(author: str) -> str:
+    return _normalise(author)
 
 
 def find_author(query: str, known_authors: Iterable[str]) -> str | None:
@@ -50,7 +59,11 @@ def find_author(query: str, known_authors: Iterable[str]) -> str | None:
     The longest match wins, so 'ada quill jr' beats 'ada quill' when both are known.
     """
     text = _normalise(query)
-    matches = [a for a in known_authors if a and _normalise(a) != "  " and _normalise(a) in text]
+    matches = [
+        a
+        for a in known_authors
+        if a and _normalised_name(a) != "  " and _normalised_name(a) in text
+    ]
     return max(matches, key=len) if matches else None
 
 
