@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import statistics
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,12 @@ from rag_fixtures import load_corpus
 from twin_platform.monitoring import Trace, TraceWriter, add_feedback, summarize
 from twin_platform.prompts import chat_messages
 from twin_platform.rag import context, expansion, rerank, self_query
-from twin_platform.rag.retriever import RetrievedChunk, deduplicate, reciprocal_rank_fusion
+from twin_platform.rag.retriever import (
+    Refreshed,
+    RetrievedChunk,
+    deduplicate,
+    reciprocal_rank_fusion,
+)
 from twin_platform.settings import load_settings
 
 AUTHORS = ["rhea-vance", "bob-stone", "ada-quill"]
@@ -58,6 +65,29 @@ def test_reciprocal_rank_fusion_rewards_agreement() -> None:
     fused = reciprocal_rank_fusion([vector_top, lexical_top, both])
     assert fused[0].chunk_id == "both"
     assert fused[0].score == pytest.approx(2 / 62)
+
+
+def test_refreshed_value_is_fetched_by_one_caller_at_a_time() -> None:
+    calls: list[int] = []
+    release = threading.Event()
+
+    def fetch() -> int:
+        calls.append(1)
+        if len(calls) > 1:
+            release.wait(5)
+        return len(calls)
+
+    value = Refreshed(fetch, ttl_s=0.05)
+    assert value.get() == 1
+    time.sleep(0.06)
+    refresher = threading.Thread(target=value.get)
+    refresher.start()
+    while len(calls) < 2:  # the refresh is under way
+        time.sleep(0.001)
+    assert [value.get() for _ in range(5)] == [1] * 5  # the others keep the old value
+    release.set()
+    refresher.join()
+    assert value.get() == 2 and len(calls) == 2
 
 
 def test_deduplicate_by_id_and_text() -> None:

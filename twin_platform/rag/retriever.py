@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ RRF_K = 60
 WORD = re.compile(r"\w+")
 NON_WORD = re.compile(r"\W+")
 Encoder = Callable[[list[str]], np.ndarray]
+T = TypeVar("T")
 
 
 @dataclass
@@ -167,6 +168,36 @@ def default_encoder(model: str, device: str = "auto") -> Encoder:
     return load_embedder(model, device).encode
 
 
+class Refreshed(Generic[T]):
+    """A value fetched again once it is `ttl_s` old, by one caller while the others keep the old one.
+
+    Without this, every request that found the value expired fetched it at once (16 concurrent
+    requests each waited up to a second on the same query, under load).
+    """
+
+    def __init__(self, fetch: Callable[..., T], ttl_s: float) -> None:
+        self._fetch = fetch
+        self._ttl_s = ttl_s
+        self._value: T | None = None
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self, *args: Any) -> T:
+        """The value; a fetch is called with these arguments (e.g. the caller's connection)."""
+        value = self._value
+        if value is not None and time.monotonic() - self._fetched_at < self._ttl_s:
+            return value
+        # The first fetch is waited for; a refresh is left to whoever started it.
+        if self._lock.acquire(blocking=value is None):
+            try:
+                if self._value is None or time.monotonic() - self._fetched_at >= self._ttl_s:
+                    self._value, self._fetched_at = self._fetch(*args), time.monotonic()
+            finally:
+                self._lock.release()
+        assert self._value is not None
+        return self._value
+
+
 class Retriever:
     """Hybrid search against a psycopg connection pool (`psycopg_pool.ConnectionPool`, autocommit)."""
 
@@ -183,27 +214,19 @@ class Retriever:
         self.candidates = candidates
         self.ef_search = ef_search
         self.max_lexeme_share = max_lexeme_share
-        self._authors: tuple[float, list[str]] = (0.0, [])
-        self._common: tuple[float, set[str]] = (0.0, set())
+        self._authors = Refreshed(self._fetch_authors, ttl_s=60.0)
+        self._common = Refreshed(
+            lambda conn: common_lexemes(conn, self.max_lexeme_share), ttl_s=300.0
+        )
         self._word_lexemes: dict[str, frozenset[str]] = {}
 
-    def known_authors(self, ttl_s: float = 60.0) -> list[str]:
-        """Authors present in the store, cached for `ttl_s` (self-query matches against them)."""
-        fetched_at, authors = self._authors
-        if not fetched_at or time.monotonic() - fetched_at > ttl_s:
-            with self.pool.connection() as conn:
-                authors = [
-                    r[0] for r in conn.execute("SELECT DISTINCT author FROM embedded_chunks")
-                ]
-            self._authors = (time.monotonic(), authors)
-        return authors
+    def _fetch_authors(self) -> list[str]:
+        with self.pool.connection() as conn:
+            return store.authors(conn)
 
-    def common_lexemes(self, conn: Any, ttl_s: float = 300.0) -> set[str]:
-        fetched_at, lexemes = self._common
-        if not fetched_at or time.monotonic() - fetched_at > ttl_s:
-            lexemes = common_lexemes(conn, self.max_lexeme_share)
-            self._common = (time.monotonic(), lexemes)
-        return lexemes
+    def known_authors(self) -> list[str]:
+        """Authors present in the store, fetched again each minute (self-query matches against them)."""
+        return self._authors.get()
 
     def _lexemes(self, conn: Any, words: list[str]) -> dict[str, frozenset[str]]:
         """Each word's Postgres lexemes (its stems), asked once per word and then remembered."""
@@ -226,7 +249,7 @@ class Retriever:
     def _lexical_query(self, conn: Any, text: str) -> str:
         """The query's content words, less those too common to discriminate, joined by OR."""
         words = WORD.findall(keywords(text))
-        common = self.common_lexemes(conn) if words else set()
+        common = self._common.get(conn) if words else set()
         if common:
             lexemes = self._lexemes(conn, words)
             words = [w for w in words if lexemes[w] and not lexemes[w] <= common]
