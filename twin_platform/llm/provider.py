@@ -58,7 +58,7 @@ def _handler_class() -> type:
     from twin_platform.llm.local import get_local_model
 
     class LocalProvider(CustomLLM):
-        """Serves `twin-local/...` from the in-process model; generation runs under its lock."""
+        """Serves `twin-local/...` from the in-process model (one call at a time, or batched on a GPU)."""
 
         def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> Any:
             params = kwargs.get("optional_params") or {}
