@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -43,11 +45,16 @@ def use_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def print_status(statuses: list[services.ServiceStatus]) -> None:
-    table = Table("service", "state", "uri", "detail")
+def print_status(statuses: list[services.ServiceStatus], as_json: bool = False) -> None:
+    """One block per service; URIs are printed whole (they are meant to be copied), never cut."""
+    if as_json:
+        print(json.dumps([dataclasses.asdict(s) for s in statuses], indent=2))
+        return
     for s in statuses:
-        table.add_row(s.name, s.state, s.uri or "-", s.detail)
-    console.print(table)
+        console.print(
+            f"[bold]{s.name}[/bold]: {s.state}  {s.detail}", soft_wrap=True, highlight=False
+        )
+        console.print(f"  {s.uri or '-'}", soft_wrap=True, highlight=False, markup=False)
 
 
 @services_app.command("up")
@@ -67,9 +74,11 @@ def services_down() -> None:
 
 
 @services_app.command("status")
-def services_status() -> None:
+def services_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """Each server's state and connection URI."""
-    print_status(services.status(load_settings()))
+    print_status(services.status(load_settings()), as_json)
 
 
 def _wait_http(url: str, timeout_s: float, record: process.ProcessRecord, log: Path) -> None:
