@@ -76,8 +76,15 @@ def raw_documents(
         {c.value: counts.as_dict() for c, counts in report.counts.items()},
         report.seconds,
     )
-    for failure in (f for items in report.failures.values() for f in items):
+    failures = [f for items in report.failures.values() for f in items]
+    for failure in failures:
         context.log.error("failed: %s: %s", failure.location, failure.reason)
+    if failures and not any(report.documents.values()):  # one good document is a usable run
+        raise dg.Failure(
+            description=f"{author.name}: no document collected, {len(failures)} failed:\n"
+            + "\n".join(f"- {f.location}: {f.reason}" for f in failures[:20]),
+            metadata={"failures": dg.MetadataValue.md(ingest.failures_markdown(failures))},
+        )
     for category, key in ASSET_KEYS.items():
         counts = report.counts[category]
         documents = report.documents[category]

@@ -2,7 +2,10 @@
 
 import asyncio
 import subprocess
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -119,6 +122,57 @@ def test_substack_feed_and_summary_only_posts(site: RecordedSite) -> None:
     assert "Subscribe for free" not in retry.content and "Comments" not in retry.content
     assert retry.url == f"{site.base_url}/p/the-cost-of-a-retry"
     assert {d.platform for d in result.documents} == {"substack"}
+
+
+@contextmanager
+def serve_feed(items: list[tuple[str, str, str]]) -> Iterator[str]:
+    """A real RSS feed of (title, link, HTML body) on 127.0.0.1; yields its URL."""
+    entries = "".join(
+        f"<item><title>{title}</title><link>{link}</link>"
+        f"<content:encoded><![CDATA[{body}]]></content:encoded></item>"
+        for title, link, body in items
+    )
+    feed = (
+        '<?xml version="1.0"?><rss version="2.0" '
+        'xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel><title>Feed</title>'
+        f"{entries}</channel></rss>"
+    ).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(feed)))
+            self.end_headers()
+            self.wfile.write(feed)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/feed"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_feed_entry_that_cannot_be_parsed_costs_only_itself() -> None:
+    words = "Retries are load you add at the worst moment. " * 8
+    items = [
+        ("Good", "https://ada.example.org/p/good", f"<blockquote><p>{words}</p></blockquote>"),
+        ("Bad link", "http://[not-an-address/p/bad", f"<p>{words}</p>"),  # its URL cannot parse
+        ("Deep", "https://ada.example.org/p/deep", "<div>" * 1000 + f"<p>{words}</p>"),
+    ]
+    with serve_feed(items) as feed_url:
+        result = crawl(CrawlTarget(feed_url, "substack"))
+    assert [d.title for d in result.documents] == ["Good", "Deep"]
+    assert result.documents[0].content.startswith("> Retries are load")
+    assert result.documents[1].content == words.strip()
+    [failure] = result.failures
+    assert failure.location == "http://[not-an-address/p/bad"
+    assert failure.reason.startswith("could not parse (ValueError: Invalid IPv6 URL")
 
 
 def test_generic_article_extracts_main_content(site: RecordedSite) -> None:

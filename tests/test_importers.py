@@ -220,3 +220,156 @@ def test_unknown_kind(tmp_path: Path) -> None:
     shutil.copytree(BROKEN / "folder", tmp_path / "f")
     with pytest.raises(ExportError, match="unknown export kind"):
         import_export(tmp_path / "f", AUTHOR, kind="myspace")
+
+
+# Exports with rich markup (tests/fixtures/exports/rich_*): what the Markdown keeps.
+
+
+def indent_of(content: str, item: str) -> int:
+    """Indentation of the list line that holds `item`."""
+    [line] = [line for line in content.splitlines() if line.rstrip().endswith(item)]
+    return len(line) - len(line.lstrip())
+
+
+def test_rich_substack_post_keeps_its_structure() -> None:
+    result = import_export(
+        BROKEN / "rich_substack", AUTHOR, base_url="https://adaquill.substack.com"
+    )
+    assert not result.failures and [s.reason for s in result.skipped] == [
+        "draft 200002.notes-for-later (not published)"
+    ]
+    [post] = result.documents
+    assert post.url == "https://adaquill.substack.com/p/retries-with-a-budget"
+    content = post.content
+    assert (
+        "> A retry budget of 10% would have prevented our worst outage.\n>\n"
+        "> Nobody reads the retry settings until the day they matter." in content
+    )
+    assert "## The rule I use" in content and "1. Budget retries per client:" in content
+    assert 0 < indent_of(content, "at most 10% of requests") < indent_of(content, "backoff")
+    assert (
+        "| attempt | delay |\n| --- | --- |\n| 1 | 100 ms |\n| 2 | 400 ms |\n| 3 | 1.6 s |"
+        in content
+    )
+    assert (
+        "```\ndef backoff(attempt: int) -> float:\n"
+        "    return 0.1 * 4 ** (attempt - 1)  # seconds, before jitter\n```" in content
+    )
+    assert (
+        "![Requests per second during the retry storm](https://substackcdn.com/image/fetch/retry-storm.png)"
+        in content
+    )
+    assert "The storm, minute by minute." in content
+    assert "Restack" not in content and "<svg" not in content  # the image's buttons and icons
+    assert content.endswith("Keep the promise small.")
+
+
+def test_rich_medium_post_keeps_its_structure() -> None:
+    result = import_export(BROKEN / "rich_medium", AUTHOR)
+    assert not result.failures
+    [post] = result.documents
+    assert post.title == "Queues in Postgres, honestly"
+    assert post.url == "https://medium.com/@adaquill/queues-in-postgres-honestly-5e6f7a8b9c0d"
+    content = post.content
+    assert content.startswith("We ran our job queue")  # no repeated title, no divider rule
+    assert (
+        "> The boring database was the right queue.\n>\n> We only had to stop fighting it."
+        in content
+    )
+    assert "#### The three rules" in content and "1. One table per queue" in content
+    assert indent_of(content, "One table per queue") < indent_of(content, "pending rows")
+    assert indent_of(content, "pending rows") < indent_of(content, "capped at five")
+    assert "3. Finished jobs move to an archive table" in content
+    assert (
+        "```\nSELECT id FROM jobs\nWHERE state = 'pending'\nORDER BY id\nFOR UPDATE SKIP LOCKED\n"
+        "LIMIT 10;\n```" in content
+    )  # Medium's <br> line breaks inside <pre> become plain code lines
+    assert "| workers | jobs/s |\n| --- | --- |\n| 1 | 900 |\n| 8 | 5,000 |" in content
+    assert (
+        "![Jobs per second by worker count](https://cdn-images-1.medium.com/max/800/1*queue-throughput.png)"
+        in content
+    )
+
+
+def test_rich_linkedin_export_keeps_its_structure() -> None:
+    result = import_export(BROKEN / "rich_linkedin", AUTHOR)
+    assert not result.failures and not result.skipped
+    posts = [d for d in result.documents if d.category.value == "posts"]
+    [article] = [d for d in result.documents if d.category.value == "articles"]
+    assert len(posts) == 2
+    assert posts[0].content.startswith("Three questions before any migration:\n\n1. What breaks")
+    assert posts[0].content.endswith(
+        '"If you cannot answer the third, you are not migrating, you are hoping."'
+    )
+    assert (
+        posts[1].metadata["shared_url"] == "https://adaquill.substack.com/p/retries-with-a-budget"
+    )
+    content = article.content
+    assert article.title == "Backfills are a product"
+    assert article.published_at is not None and article.published_at.isoformat().startswith(
+        "2024-09-03T07:30"
+    )
+    assert content.startswith("Every team I have joined")  # cover image without alt text dropped
+    assert "> A backfill is a deploy that touches every row you have ever written." in content
+    assert "- An owner\n  - who is not on call that week\n- A dry run\n" in content
+    assert indent_of(content, "with the row counts written down") < indent_of(content, "1. before")
+    assert "| events | 1.2 billion | 9 |\n| orders | 40 million | 0.5 |" in content
+    assert "```\nmake backfill TABLE=events FROM=2023-01-01 BATCH=50000 DRY_RUN=1\n```" in content
+    assert (
+        "![Rows per minute during the events backfill](https://media.licdn.com/dms/image/backfill-progress.png)"
+        in content
+    )
+    assert "Created on" not in content and "Published on" not in content
+
+
+def test_rich_x_archive_keeps_text_as_written() -> None:
+    result = import_export(BROKEN / "rich_x", AUTHOR)
+    assert not result.failures and [s.reason for s in result.skipped] == ["retweet"]
+    quote, checklist = result.documents
+    assert quote.url == "https://x.com/adaquill/status/1790000000000000001"
+    assert quote.content == (
+        "> A retry budget of 10% would have prevented our worst outage.\n\n"
+        "Still true. Budget retries & alert when the budget runs out."
+    )
+    assert checklist.content.startswith("My backfill checklist:\n- an owner\n- a dry run\n")
+    assert "if p99 > 800 ms && p50 < 200 ms, look at the tail." in checklist.content
+
+
+def test_rich_folder_keeps_its_structure() -> None:
+    result = import_export(BROKEN / "rich_folder", AUTHOR)
+    assert not result.failures
+    docs = {d.title: d for d in result.documents}
+    page = docs["Field notes on dashboards"].content
+    assert page.startswith("# Field notes on dashboards")  # no navigation, script or style
+    assert "analytics" not in page and "max-width" not in page and "Home" not in page
+    assert "> We had 60 dashboards and nobody had opened 41 of them in 90 days." in page
+    assert "- One dashboard per service\n  - latency: p50, p99 and max\n  - errors by type" in page
+    assert "| checkout latency | 212 |\n| legacy batch v2 | 0 |" in page
+    assert "```\nSELECT dashboard, max(opened_at) FROM views GROUP BY dashboard;\n```" in page
+    assert "![Dashboards by last opened date](images/dashboards-opened.png)" in page
+    markdown = docs["Retry budgets in one page"]
+    assert markdown.category.value == "articles"  # front matter says so; Markdown kept as written
+    assert markdown.content.startswith("# Retry budgets in one page\n\n> A retry budget")
+    assert markdown.content.endswith("```python\ndelay = 0.1 * 4 ** (attempt - 1)\n```")
+
+
+def test_a_broken_file_costs_only_itself(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    shutil.copytree(BROKEN / "rich_folder", folder)
+    (folder / "scan.html").write_bytes(bytes(range(256)) * 4)  # binary garbage
+    (folder / "bad-date.md").write_text("---\ndate: 2024-13-45\n---\nMonth thirteen.\n")
+    deep = "<div>" * 5000 + "<p>Still here at depth 5000.</p>" + "</div>" * 5000
+    (folder / "deep.html").write_text(deep)
+    result = import_export(folder, AUTHOR)
+    titles = {d.title for d in result.documents}
+    assert {"Field notes on dashboards", "Retry budgets in one page", "deep"} <= titles
+    assert (
+        next(d for d in result.documents if d.title == "deep").content
+        == "Still here at depth 5000."
+    )
+    failures = {Path(f.location).name: f.reason for f in result.failures}
+    assert failures == {
+        "scan.html": "binary file",
+        "bad-date.md": "could not parse (ValueError: month must be in 1..12)",
+    }
+    assert all(Path(f.location).is_absolute() for f in result.failures)

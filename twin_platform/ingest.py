@@ -18,7 +18,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.crawlers.base import Collected, Failure, parse_failure
 from twin_platform.documents import RawDocument
 from twin_platform.importers import ExportError, import_export
 from twin_platform.settings import Settings, load_settings
@@ -97,6 +97,8 @@ def collect_source(source: SourceSpec, author: str, settings: Settings) -> Colle
     except (ExportError, FetchError, OSError) as exc:
         reason = exc.reason if isinstance(exc, FetchError) else str(exc)
         return Collected(failures=[Failure(str(source.path), reason)])
+    except Exception as exc:  # an importer bug costs this source, never the author's other ones
+        return Collected(failures=[parse_failure(str(source.path), exc)])
 
 
 def collect(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.crawlers.base import Collected, Failure, parse_failure
 from twin_platform.crawlers.extract import is_bot_check, main_content
 from twin_platform.crawlers.http import FetchError, Page, SafeClient, canonical_url
 from twin_platform.documents import Article
@@ -48,3 +48,5 @@ class ArticleCrawler:
             return Collected(documents=[article_from_page(page, author, "web")])
         except FetchError as exc:
             return Collected(failures=[Failure(url, exc.reason)])
+        except Exception as exc:  # a page the extractor chokes on costs only itself
+            return Collected(failures=[parse_failure(url, exc)])

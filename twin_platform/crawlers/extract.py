@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import lxml.html
-from lxml import etree
+from bs4 import (
+    BeautifulSoup,
+    MarkupResemblesLocatorWarning,
+    NavigableString,
+    Tag,
+    XMLParsedAsHTMLWarning,
+)
+from markdownify import MarkdownConverter
 
 BOT_CHECK_MARKERS = (
     "just a moment...",
@@ -65,86 +72,66 @@ def parse_date(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-_BLOCKS = {
-    "p",
-    "div",
-    "section",
-    "article",
-    "header",
-    "footer",
-    "figure",
-    "figcaption",
-    "table",
-    "tr",
-}
-_SKIP = {"script", "style", "noscript", "template", "svg", "iframe", "form", "nav", "button"}
+# Elements that hold no writing in an export body: page chrome, widgets, icons, scripts.
+_DROPPED = ("head", "script", "style", "noscript", "template", "svg", "iframe", "button", "nav")
+_BLOCK = re.compile(
+    r"address|article|aside|blockquote|br|dd|div|dl|dt|figcaption|figure|footer|h[1-6]|header"
+    r"|hr|li|main|ol|p|pre|section|table|td|th|tr|ul"
+)
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# bs4 warns about input that looks like XML or a file name; either way it is parsed as HTML here.
+warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
+warnings.filterwarnings("ignore", category=MarkupResemblesLocatorWarning)
+
+
+class _ExportConverter(MarkdownConverter):
+    def convert_br(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        """A plain newline in code (Medium writes code lines as `<pre>a<br>b</pre>`)."""
+        if "_noformat" in parent_tags:
+            return "\n" + text
+        return super().convert_br(el, text, parent_tags)
+
+    def convert_img(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        """`![alt](url)`; an image without alt text (a cover, a spacer) has no words to keep,
+        and an inline `data:` URL would put kilobytes of base64 into the text."""
+        alt = " ".join(str(el.get("alt") or "").split())
+        if not alt or str(el.get("src") or "").startswith("data:"):
+            return alt
+        return super().convert_img(el, text, parent_tags)
+
+
+_CONVERTER = _ExportConverter(
+    heading_style="ATX", bullets="-", escape_asterisks=False, escape_underscores=False
+)
 
 
 def html_to_markdown(html: str) -> str:
-    """Markdown from an HTML body or fragment: headings, paragraphs, lists, quotes and code survive.
+    """Markdown from an HTML body or fragment: every paragraph, with headings, lists, quotes,
+    links, tables, code and images (markdownify; benchmarks/results/html.md says why).
 
-    Exports carry clean, known markup, so a small converter keeps every paragraph, where a
-    main-content extractor might drop short posts as boilerplate.
+    Exports carry the author's whole text, where a main-content extractor might drop short posts
+    as boilerplate. lxml builds the tree, closing implied end tags (`<li>a<li>b`) as browsers do.
+    Text is kept verbatim (no backslash escapes): it is training data before it is rendered.
     """
-    if not html.strip():
-        return ""
+    soup = BeautifulSoup(_SURROGATES.sub("\ufffd", html), "lxml")
+    for element in soup.find_all(_DROPPED):
+        element.decompose()
     try:
-        root = lxml.html.fragment_fromstring(html, create_parent="div")
-    except (etree.ParserError, ValueError):
-        return ""
-    out: list[str] = []
-    _render(root, out, list_depth=0)
-    text = "".join(out)
-    text = re.sub(r"[ \t]+\n", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+        markdown = _CONVERTER.convert_soup(soup)
+    except RecursionError:  # nested deeper than Python's stack (hundreds of levels)
+        markdown = _plain_text(soup)
+    return markdown.strip()
 
 
-def _inline(el: etree._Element) -> str:
-    return re.sub(r"\s+", " ", el.text_content()).strip()
-
-
-def _render(el: etree._Element, out: list[str], list_depth: int) -> None:
-    tag = el.tag if isinstance(el.tag, str) else ""
-    if tag in _SKIP:
-        return
-    if re.fullmatch(r"h[1-6]", tag):
-        out.append(f"\n\n{'#' * int(tag[1])} {_inline(el)}\n\n")
-    elif tag == "pre":
-        out.append(f"\n\n```\n{el.text_content().strip(chr(10))}\n```\n\n")
-    elif tag == "blockquote":
-        inner = html_to_markdown(lxml.html.tostring(el, encoding="unicode"))
-        out.append(
-            "\n\n" + "\n".join(f"> {line}" if line else ">" for line in inner.splitlines()) + "\n\n"
-        )
-    elif tag in ("ul", "ol"):
-        out.append("\n")
-        for i, item in enumerate(el.findall("li"), start=1):
-            bullet = f"{i}." if tag == "ol" else "-"
-            out.append(f"{'  ' * list_depth}{bullet} {_inline(item)}\n")
-        out.append("\n")
-    elif tag == "br":
-        out.append("\n")
-    elif tag in ("p", "li") or (tag in _BLOCKS and not _has_block_child(el)):
-        text = _inline(el)
-        if text:
-            out.append(f"\n\n{text}\n\n")
-    else:
-        if el.text and el.text.strip():
-            out.append(el.text)
-        for child in el:
-            _render(child, out, list_depth)
-            if child.tail and child.tail.strip():
-                out.append(child.tail)
-
-
-def _has_block_child(el: etree._Element) -> bool:
-    return any(
-        isinstance(c.tag, str)
-        and (
-            c.tag in _BLOCKS
-            or c.tag in ("ul", "ol", "pre", "blockquote")
-            or re.fullmatch(r"h[1-6]", c.tag)
-        )
-        for c in el.iter()
-        if c is not el
-    )
+def _plain_text(soup: BeautifulSoup) -> str:
+    """Every word, a line per block, no other structure: for trees too deep to convert."""
+    parts: list[str] = []
+    for node in soup.descendants:  # iterative: any depth
+        if isinstance(node, Tag) and _BLOCK.fullmatch(node.name):
+            parts.append("\n")
+        elif type(node) is NavigableString:  # not a comment, doctype or CDATA section
+            previous = node.previous_sibling
+            after_block = isinstance(previous, Tag) and _BLOCK.fullmatch(previous.name)
+            parts.append("\n" + node if after_block else node)
+    lines = (" ".join(line.split()) for line in "".join(parts).splitlines())
+    return "\n\n".join(line for line in lines if line)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from twin_platform.crawlers.article import MIN_CONTENT_CHARS, article_from_page
-from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.crawlers.base import Collected, Failure, parse_failure
 from twin_platform.crawlers.extract import html_to_markdown
 from twin_platform.crawlers.http import FetchError, SafeClient, canonical_url
 from twin_platform.documents import Article
@@ -90,12 +90,21 @@ class FeedSiteCrawler:
             result.failures.append(Failure(feed_url, exc.reason))
             return result
         for entry in entries[: self.max_items]:
-            article = article_from_entry(entry, author, self.name)
-            if article is not None:
+            article = self._entry_article(entry, author, feed_url)
+            if isinstance(article, Failure):
+                result.failures.append(article)
+            elif article is not None:
                 result.documents.append(article)
             elif entry.get("link"):  # summary-only feed: read the post page
                 result.extend(await self._crawl_post(entry["link"], author, client, fallback=False))
         return result
+
+    def _entry_article(self, entry: Any, author: str, feed_url: str) -> Article | Failure | None:
+        """`article_from_entry`, where an entry the parser chokes on costs only that entry."""
+        try:
+            return article_from_entry(entry, author, self.name)
+        except Exception as exc:
+            return parse_failure(str(entry.get("link") or feed_url), exc)
 
     async def _crawl_post(
         self, url: str, author: str, client: SafeClient, fallback: bool = True
@@ -108,15 +117,19 @@ class FeedSiteCrawler:
             if feed_url is None:
                 return Collected(failures=[Failure(url, exc.reason)])
             from_feed = await self._from_feed(url, feed_url, author, client)
+            if isinstance(from_feed, Failure):
+                return Collected(failures=[from_feed])
             if from_feed is not None:
                 return Collected(documents=[from_feed])
             return Collected(
                 failures=[Failure(url, f"{exc.reason}; not found in the feed {feed_url} either")]
             )
+        except Exception as exc:  # a page the extractor chokes on costs only itself
+            return Collected(failures=[parse_failure(url, exc)])
 
     async def _from_feed(
         self, url: str, feed_url: str, author: str, client: SafeClient
-    ) -> Article | None:
+    ) -> Article | Failure | None:
         try:
             entries = await read_feed(feed_url, client)
         except FetchError:
@@ -124,8 +137,8 @@ class FeedSiteCrawler:
         wanted = canonical_url(url).rstrip("/")
         for entry in entries:
             if canonical_url(entry.get("link", "")).rstrip("/") == wanted:
-                article = article_from_entry(entry, author, self.name)
-                if article is not None:
+                article = self._entry_article(entry, author, feed_url)
+                if isinstance(article, Article):
                     article.metadata["fallback"] = "page unavailable, taken from the feed"
                 return article
         return None

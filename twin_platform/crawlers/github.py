@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.crawlers.base import Collected, Failure, parse_failure
 from twin_platform.crawlers.http import FetchError, SafeClient, check_address
 from twin_platform.documents import Repository
 
@@ -349,4 +349,6 @@ class GitHubCrawler:
             document = await asyncio.to_thread(clone_and_read, remote, author, remote, self.limits)
         except FetchError as exc:
             return Collected(failures=[Failure(url, exc.reason)])
+        except Exception as exc:  # a checkout that cannot be read costs only this repository
+            return Collected(failures=[parse_failure(url, exc)])
         return Collected(documents=[document])

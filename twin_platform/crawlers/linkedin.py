@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.crawlers.base import Collected, Failure, parse_failure
 from twin_platform.crawlers.extract import is_bot_check, main_content
 from twin_platform.crawlers.http import FetchError, SafeClient, canonical_url
 from twin_platform.documents import Article, Post
@@ -38,7 +38,10 @@ class LinkedInCrawler:
             return Collected(failures=[Failure(url, exc.reason + hint)])
         if any(m in urlsplit(page.url).path for m in LOGIN_MARKERS) or is_bot_check(page.text):
             return Collected(failures=[Failure(url, EXPORT_HINT)])
-        extracted = main_content(page.text, page.url)
+        try:
+            extracted = main_content(page.text, page.url)
+        except Exception as exc:  # a page the extractor chokes on costs only itself
+            return Collected(failures=[parse_failure(url, exc)])
         if not extracted.content:
             return Collected(failures=[Failure(url, f"no post text on the page. {EXPORT_HINT}")])
         kind = Article if path.startswith("/pulse/") else Post

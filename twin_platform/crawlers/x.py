@@ -11,7 +11,7 @@ import re
 from typing import ClassVar
 from urllib.parse import urlencode, urlsplit
 
-from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.crawlers.base import Collected, Failure, parse_failure
 from twin_platform.crawlers.extract import html_to_markdown
 from twin_platform.crawlers.http import FetchError, SafeClient
 from twin_platform.documents import Post
@@ -44,9 +44,12 @@ class XCrawler:
             return Collected(failures=[Failure(url, f"{exc.reason}. {ARCHIVE_HINT}")])
         except json.JSONDecodeError:
             return Collected(failures=[Failure(url, "oEmbed answer is not JSON")])
-        html = payload.get("html", "")
-        paragraph = re.search(r"<p[^>]*>(.*?)</p>", html, flags=re.S)
-        text = html_to_markdown(paragraph.group(1) if paragraph else html)
+        try:
+            html = payload.get("html", "")
+            paragraph = re.search(r"<p[^>]*>(.*?)</p>", html, flags=re.S)
+            text = html_to_markdown(paragraph.group(1) if paragraph else html)
+        except Exception as exc:  # an answer the parser chokes on costs only this post
+            return Collected(failures=[parse_failure(url, exc)])
         if not text:
             return Collected(failures=[Failure(url, "the post has no text")])
         return Collected(

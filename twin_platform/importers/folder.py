@@ -50,7 +50,7 @@ def import_file(path: Path, author: str) -> Article | Post | Failure:
     if path.suffix.lower() in (".html", ".htm"):
         title_match = re.search(r"<title[^>]*>(.*?)</title>", body, re.S | re.I)
         meta.setdefault("title", title_match.group(1).strip() if title_match else None)
-        body = html_to_markdown(re.sub(r"<head.*?</head>", "", body, flags=re.S | re.I))
+        body = html_to_markdown(body)
     content = body.strip()
     if not content:
         return Failure(str(path), "empty file")
@@ -86,9 +86,5 @@ def import_folder(root: Path, author: str) -> Collected:
         if path.suffix.lower() not in SUFFIXES:
             result.skipped.append(Failure(str(relative), "not a Markdown, HTML or text file"))
             continue
-        outcome = import_file(path, author)
-        if isinstance(outcome, Failure):
-            result.failures.append(outcome)
-        else:
-            result.documents.append(outcome)
+        result.add(str(path), import_file, path, author)
     return result

@@ -8,10 +8,9 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-import lxml.html
-from lxml import etree
+from bs4 import BeautifulSoup
 
-from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.crawlers.base import Collected, Failure, Skipped
 from twin_platform.crawlers.extract import html_to_markdown
 from twin_platform.documents import Article, Post
 from twin_platform.importers.archive import read_text
@@ -41,28 +40,7 @@ def import_shares(shares_csv: Path, author: str) -> Collected:
     try:
         for row in reader:
             where = f"{shares_csv.name} line {reader.line_num}"
-            if None in row or any(row.get(c) is None for c in SHARE_COLUMNS):
-                result.failures.append(Failure(where, "malformed row (wrong number of fields)"))
-                continue
-            commentary = (row["ShareCommentary"] or "").strip().strip('"').strip()
-            if not commentary:
-                result.skipped.append(Failure(where, "reshare without text"))
-                continue
-            link = (row["ShareLink"] or "").strip()
-            if not link.startswith("http"):
-                result.failures.append(Failure(where, "no ShareLink URL"))
-                continue
-            shared = (row.get("SharedUrl") or "").strip()
-            result.documents.append(
-                Post(
-                    author=author,
-                    platform="linkedin",
-                    url=link,
-                    content=commentary.replace('""', '"'),
-                    published_at=_date(row["Date"]),
-                    metadata={"shared_url": shared} if shared else {},
-                )
-            )
+            result.add(where, import_share, row, where, author)
     except csv.Error as exc:
         result.failures.append(
             Failure(
@@ -73,32 +51,46 @@ def import_shares(shares_csv: Path, author: str) -> Collected:
     return result
 
 
+def import_share(row: dict[str, str], where: str, author: str) -> Post | Failure:
+    """One row of Shares.csv: the post's text, link and date."""
+    if None in row or any(row.get(c) is None for c in SHARE_COLUMNS):
+        return Failure(where, "malformed row (wrong number of fields)")
+    commentary = (row["ShareCommentary"] or "").strip()
+    if len(commentary) > 1 and commentary[0] == commentary[-1] == '"':  # LinkedIn's extra quotes
+        commentary = commentary[1:-1].strip()
+    if not commentary:
+        return Skipped(where, "reshare without text")
+    link = (row["ShareLink"] or "").strip()
+    if not link.startswith("http"):
+        return Failure(where, "no ShareLink URL")
+    shared = (row.get("SharedUrl") or "").strip()
+    return Post(
+        author=author,
+        platform="linkedin",
+        url=link,
+        content=commentary.replace('""', '"'),
+        published_at=_date(row["Date"]),
+        metadata={"shared_url": shared} if shared else {},
+    )
+
+
 def import_article(html_file: Path, author: str) -> Article | Failure:
     html, _ = read_text(html_file)
-    try:
-        root = lxml.html.document_fromstring(html)
-    except (etree.ParserError, ValueError) as exc:
-        return Failure(str(html_file), f"unreadable HTML ({exc})")
-    heading = root.find(".//h1")
-    title = heading.text_content().strip() if heading is not None else html_file.stem
-    link = heading.find(".//a") if heading is not None else None
-    url = (
-        link.get("href")
-        if link is not None and link.get("href", "").startswith("http")
-        else html_file.resolve().as_uri()
-    )
+    root = BeautifulSoup(html, "lxml")  # lxml's own tree would cut nesting past 256 levels
+    heading = root.find("h1")
+    title = heading.get_text().strip() if heading is not None else html_file.stem
+    link = heading.find("a") if heading is not None else None
+    href = str(link.get("href") or "") if link is not None else ""
+    url = href if href.startswith("http") else html_file.resolve().as_uri()
     published = None
-    for p in root.xpath("//p[@class='published' or @class='created']"):
-        match = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", p.text_content())
-        if match and (published is None or p.get("class") == "published"):
+    for p in root.find_all("p", class_=["published", "created"]):
+        match = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", p.get_text())
+        if match and (published is None or "published" in p["class"]):
             published = _date(match.group(0))
-        p.drop_tree()
+        p.decompose()
     if heading is not None:
-        heading.drop_tree()
-    body = root.find("body")
-    content = html_to_markdown(
-        lxml.html.tostring(body if body is not None else root, encoding="unicode")
-    )
+        heading.decompose()
+    content = html_to_markdown(str(root.body or root))
     if not content:
         return Failure(str(html_file), "no article text in the HTML")
     return Article(
@@ -120,9 +112,5 @@ def import_linkedin(root: Path, author: str) -> Collected:
         result.extend(import_shares(shares, author))
     articles_dir = find(root, "Articles")
     for html_file in sorted(articles_dir.rglob("*.html")) if articles_dir is not None else []:
-        outcome = import_article(html_file, author)
-        if isinstance(outcome, Failure):
-            result.failures.append(outcome)
-        else:
-            result.documents.append(outcome)
+        result.add(str(html_file), import_article, html_file, author)
     return result

@@ -24,46 +24,59 @@ def import_substack(posts_csv: Path, author: str, base_url: str | None = None) -
         result.failures.append(Failure(str(posts_csv), f"missing columns {missing}"))
         return result
     posts_dir = posts_csv.parent / "posts"
-    for row in reader:
-        where = f"{posts_csv.name} line {reader.line_num}"
-        post_id = (row.get("post_id") or "").strip()
-        if not post_id or None in row or "/" in post_id or post_id.startswith("."):
-            result.failures.append(
-                Failure(where, "malformed row (bad post_id or wrong number of fields)")
-            )
-            continue
-        if (row.get("is_published") or "").strip().lower() != "true":
-            result.skipped.append(Failure(where, f"draft {post_id} (not published)"))
-            continue
-        html_file = posts_dir / f"{post_id}.html"
-        if not html_file.is_file():
-            result.failures.append(
-                Failure(where, f"posts/{post_id}.html is missing from the export")
-            )
-            continue
-        html, decode_errors = read_text(html_file)
-        content = html_to_markdown(html)
-        if not content:
-            result.failures.append(Failure(str(html_file), "no text in the post's HTML"))
-            continue
-        slug = post_id.split(".", 1)[-1]
-        url = f"{base_url.rstrip('/')}/p/{slug}" if base_url else html_file.resolve().as_uri()
-        metadata = {
-            "subtitle": row.get("subtitle") or None,
-            "audience": row.get("audience"),
-            "post_id": post_id,
-        }
-        if decode_errors:
-            metadata["decode_errors"] = decode_errors
-        result.documents.append(
-            Article(
-                author=author,
-                platform="substack",
-                url=url,
-                title=row.get("title") or None,
-                content=content,
-                published_at=parse_date(row.get("post_date")),
-                metadata=metadata,
+    try:
+        for row in reader:
+            where = f"{posts_csv.name} line {reader.line_num}"
+            post_id = (row.get("post_id") or "").strip()
+            if not post_id or None in row or "/" in post_id or post_id.startswith("."):
+                result.failures.append(
+                    Failure(where, "malformed row (bad post_id or wrong number of fields)")
+                )
+                continue
+            if (row.get("is_published") or "").strip().lower() != "true":
+                result.skipped.append(Failure(where, f"draft {post_id} (not published)"))
+                continue
+            html_file = posts_dir / f"{post_id}.html"
+            if not html_file.is_file():
+                result.failures.append(
+                    Failure(where, f"posts/{post_id}.html is missing from the export")
+                )
+                continue
+            result.add(str(html_file), import_post, html_file, row, author, base_url)
+    except csv.Error as exc:
+        result.failures.append(
+            Failure(
+                f"{posts_csv.name} line {reader.line_num}",
+                f"unreadable CSV ({exc}); rows after it skipped",
             )
         )
     return result
+
+
+def import_post(
+    html_file: Path, row: dict[str, str], author: str, base_url: str | None
+) -> Article | Failure:
+    """One post: its body from `posts/<post_id>.html`, the rest from its posts.csv row."""
+    html, decode_errors = read_text(html_file)
+    content = html_to_markdown(html)
+    if not content:
+        return Failure(str(html_file), "no text in the post's HTML")
+    post_id = row["post_id"].strip()
+    slug = post_id.split(".", 1)[-1]
+    url = f"{base_url.rstrip('/')}/p/{slug}" if base_url else html_file.resolve().as_uri()
+    metadata = {
+        "subtitle": row.get("subtitle") or None,
+        "audience": row.get("audience"),
+        "post_id": post_id,
+    }
+    if decode_errors:
+        metadata["decode_errors"] = decode_errors
+    return Article(
+        author=author,
+        platform="substack",
+        url=url,
+        title=row.get("title") or None,
+        content=content,
+        published_at=parse_date(row.get("post_date")),
+        metadata=metadata,
+    )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from twin_platform.crawlers.base import Collected, Failure
+from twin_platform.crawlers.base import Collected, Failure, Skipped
 from twin_platform.documents import Post
 from twin_platform.importers.archive import read_text
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _load_js(path: Path) -> Any:
@@ -26,7 +29,7 @@ def _username(data_dir: Path) -> str | None:
         return None
     try:
         return _load_js(account)[0]["account"]["username"]
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         return None
 
 
@@ -38,39 +41,39 @@ def import_x(data_dir: Path, author: str) -> Collected:
     for path in files:
         try:
             items = _load_js(path)
-        except ValueError as exc:
+        except Exception as exc:  # broken or absurdly nested JSON costs this file only
             result.failures.append(Failure(str(path), f"not a readable archive file ({exc})"))
             continue
         if not isinstance(items, list):
             result.failures.append(Failure(str(path), "expected a list of tweets"))
             continue
         for index, item in enumerate(items):
-            tweet = item.get("tweet", item) if isinstance(item, dict) else None
-            text = tweet.get("full_text") or tweet.get("text") if isinstance(tweet, dict) else None
-            tweet_id = tweet.get("id_str") or tweet.get("id") if isinstance(tweet, dict) else None
-            if not text or not tweet_id:
-                result.failures.append(Failure(f"{path.name} item {index}", "no text or id"))
-                continue
-            if text.startswith("RT @"):
-                result.skipped.append(Failure(f"{path.name} item {index}", "retweet"))
-                continue
-            try:
-                published = datetime.strptime(
-                    tweet.get("created_at", ""), "%a %b %d %H:%M:%S %z %Y"
-                )
-            except ValueError:
-                published = None
-            result.documents.append(
-                Post(
-                    author=author,
-                    platform="x",
-                    url=f"https://x.com/{username}/status/{tweet_id}",
-                    content=html.unescape(text),
-                    published_at=published,
-                    metadata={
-                        "favorite_count": tweet.get("favorite_count"),
-                        "retweet_count": tweet.get("retweet_count"),
-                    },
-                )
-            )
+            where = f"{path.name} item {index}"
+            result.add(where, import_tweet, item, where, username, author)
     return result
+
+
+def import_tweet(item: Any, where: str, username: str, author: str) -> Post | Failure:
+    tweet = item.get("tweet", item) if isinstance(item, dict) else None
+    text = tweet.get("full_text") or tweet.get("text") if isinstance(tweet, dict) else None
+    tweet_id = tweet.get("id_str") or tweet.get("id") if isinstance(tweet, dict) else None
+    if not isinstance(text, str) or not text or not tweet_id:
+        return Failure(where, "no text or id")
+    if text.startswith("RT @"):
+        return Skipped(where, "retweet")
+    try:
+        published = datetime.strptime(tweet.get("created_at", ""), "%a %b %d %H:%M:%S %z %Y")
+    except (TypeError, ValueError):
+        published = None
+    return Post(
+        author=author,
+        platform="x",
+        url=f"https://x.com/{username}/status/{tweet_id}",
+        # JSON escapes can carry lone surrogates, which no UTF-8 store accepts
+        content=_SURROGATES.sub("\ufffd", html.unescape(text)),
+        published_at=published,
+        metadata={
+            "favorite_count": tweet.get("favorite_count"),
+            "retweet_count": tweet.get("retweet_count"),
+        },
+    )
