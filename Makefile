@@ -31,5 +31,8 @@ format: install
 stop:
 	$(BIN)/twin down
 
-lock:
-	$(BIN)/uv pip compile pyproject.toml --extra dev --find-links /opt/wheels --python-version 3.11 -o requirements.lock
+# Some machines keep a CPU build of torch in /opt/wheels; the lock pins torch without its local
+# label (+cpu), which any build of that version satisfies.
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(if $(wildcard /opt/wheels),--find-links /opt/wheels) --python-version 3.11 -o requirements.lock
+	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' requirements.lock

@@ -6,6 +6,9 @@ from assets import ASSET_MODULES
 from jobs import JOBS
 from resources import build_resources
 from sensors import SENSORS
+from twin_platform.settings import load_settings
+
+EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
@@ -13,6 +16,6 @@ defs = dg.Definitions(
     resources=build_resources(),
     jobs=JOBS,
     sensors=SENSORS,
-    # Steps share one process: each new process pays seconds of imports on these small machines.
-    executor=dg.in_process_executor,
+    # Locally, steps share one process (each new one pays seconds of imports on small machines).
+    executor=EXECUTORS[load_settings().executor],
 )

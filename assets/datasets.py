@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.partitions import authors
-from resources import PostgresResource
+from resources import PostgresResource, SettingsResource
 from twin_platform.datasets import checks
 from twin_platform.datasets.artifact import DatasetArtifact
 from twin_platform.datasets.build import (
@@ -24,7 +24,7 @@ from twin_platform.datasets.build import (
 )
 from twin_platform.datasets.card import length_plot_markdown, preview_markdown
 from twin_platform.datasets.generation import BackendUnavailableError
-from twin_platform.settings import load_settings
+from twin_platform.settings import Settings
 
 CHECKS = {
     "schema_valid": "Every row is a conversation with the expected roles and string contents.",
@@ -44,9 +44,9 @@ class DatasetConfig(dg.Config):
     min_samples: int | None = Field(default=None, ge=1, description="Fewer rows fail the run.")
 
 
-def _options(config: DatasetConfig, author: str) -> BuildOptions:
+def _options(config: DatasetConfig, settings: Settings, author: str) -> BuildOptions:
     return BuildOptions.from_settings(
-        load_settings(),
+        settings,
         author,
         llm_model=config.llm_model,
         max_extracts=config.max_extracts,
@@ -70,7 +70,7 @@ def _metadata(report: BuildReport, options: BuildOptions) -> dict[str, Any]:
         "dagster/row_count": report.rows,
         "rows/train": len(report.splits["train"]),
         "rows/test": len(report.splits["test"]),
-        "generator_model": options.llm.model,
+        "generator_model": options.generation.llm.model,
         "samples_per_minute": report.samples_per_minute,
         "seconds": round(report.seconds, 1),
         **{f"curation/{step}": n for step, n in report.steps.items()},
@@ -100,11 +100,6 @@ def _check_results(
         )
 
 
-def _paths() -> tuple[Any, Any]:
-    settings = load_settings()
-    return settings.home / "datasets", settings.home / "cache" / "llm"
-
-
 @dg.asset(
     group_name="datasets",
     partitions_def=authors,
@@ -115,14 +110,17 @@ def _paths() -> tuple[Any, Any]:
     kinds={"parquet", "litellm"},
 )
 def instruction_dataset(
-    context: dg.AssetExecutionContext, config: DatasetConfig, postgres: PostgresResource
+    context: dg.AssetExecutionContext,
+    config: DatasetConfig,
+    settings: SettingsResource,
+    postgres: PostgresResource,
 ) -> Iterator[dg.Output[DatasetArtifact] | dg.AssetCheckResult]:
     """Instruction/answer pairs whose answers are the author's own extracts (LLM back-translation)."""
-    options = _options(config, context.partition_key)
-    datasets_root, cache_dir = _paths()
+    s = settings.settings
+    options = _options(config, s, context.partition_key)
     try:
         with postgres.connection() as conn:
-            report = build_instruction_dataset(conn, options, datasets_root, cache_dir)
+            report = build_instruction_dataset(conn, options, s.datasets_dir, s.llm_cache_dir)
     except (DatasetTooSmallError, BackendUnavailableError) as exc:
         raise dg.Failure(description=str(exc)) from exc
     context.log.info("instruction dataset %s: %s", report.artifact.version, report.steps)
@@ -141,16 +139,17 @@ def instruction_dataset(
 def preference_dataset(
     context: dg.AssetExecutionContext,
     config: DatasetConfig,
+    settings: SettingsResource,
     postgres: PostgresResource,
     instruction_dataset: DatasetArtifact,
 ) -> Iterator[dg.Output[DatasetArtifact] | dg.AssetCheckResult]:
     """(prompt, chosen = the author's text, rejected = a generated answer), plus user corrections."""
-    options = _options(config, context.partition_key)
-    datasets_root, cache_dir = _paths()
+    s = settings.settings
+    options = _options(config, s, context.partition_key)
     try:
         with postgres.connection() as conn:
             report = build_preference_dataset(
-                conn, instruction_dataset, options, datasets_root, cache_dir
+                conn, instruction_dataset, options, s.datasets_dir, s.llm_cache_dir
             )
     except (DatasetTooSmallError, BackendUnavailableError) as exc:
         raise dg.Failure(description=str(exc)) from exc

@@ -4,18 +4,23 @@ Each asset calls one function of `twin_platform.features.pipeline`; each is incr
 materialization with nothing new in the warehouse writes nothing and takes seconds.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import psycopg
 from pydantic import Field
 
 from assets.partitions import authors
-from resources import EmbeddingModelResource, PostgresResource, WarehouseResource
+from resources import EmbeddingModelResource, PostgresResource, SettingsResource, WarehouseResource
 from twin_platform import sql_models
-from twin_platform.features import pipeline, report, store
+from twin_platform.features import pipeline
 from twin_platform.features.embedding import model_max_tokens
+from twin_platform.reporting import histogram_markdown, markdown_table
 from twin_platform.settings import load_settings
-from twin_platform.storage import postgres as pg_store
+from twin_platform.storage.feature_store import stats
+from twin_platform.storage.feature_store.quality import measure_quality
+from twin_platform.storage.feature_store.writes import embedding_dimension
 
 RAW_ASSETS = [
     dg.AssetKey("raw_articles"),
@@ -25,28 +30,25 @@ RAW_ASSETS = [
 
 
 class FeatureRunConfig(dg.Config):
-    batch_size: int | None = Field(
-        default=None,
+    batch_size: int = Field(
+        default_factory=lambda: load_settings().feature_batch_size,
+        ge=1,
         description="Documents (or chunks) per transaction; default TWIN_FEATURE_BATCH_SIZE.",
     )
 
 
-def _model_name(embedding_model: EmbeddingModelResource) -> str:
-    return embedding_model.model or load_settings().embedding_model
+def _chunk_limit(settings: SettingsResource, embedding_model: EmbeddingModelResource) -> int:
+    return min(settings.settings.chunk_max_tokens, model_max_tokens(embedding_model.model_name))
 
 
-def _max_tokens(embedding_model: EmbeddingModelResource) -> int:
-    return min(load_settings().chunk_max_tokens, model_max_tokens(_model_name(embedding_model)))
-
-
-def _counts_metadata(conn: Any, author: str) -> dict[str, Any]:
-    counts = store.category_counts(conn, author)
+def _counts_metadata(conn: psycopg.Connection, author: str) -> dict[str, Any]:
+    counts = stats.category_counts(conn, author)
     per_category = {
         f"{column}/{row['category']}": int(row[column])
         for row in counts.iter_rows(named=True)
         for column in ("documents", "chunks", "embedded")
     }
-    return {"counts_by_category": dg.MetadataValue.md(report.markdown_table(counts))} | per_category
+    return {"counts_by_category": dg.MetadataValue.md(markdown_table(counts))} | per_category
 
 
 @dg.asset(
@@ -59,21 +61,17 @@ def _counts_metadata(conn: Any, author: str) -> dict[str, Any]:
 def cleaned_documents(
     context: dg.AssetExecutionContext,
     config: FeatureRunConfig,
+    settings: SettingsResource,
     postgres: PostgresResource,
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     """The author's raw documents, cleaned with their meaning kept (code, URLs, Markdown), in Postgres.
 
     Only new or changed documents (by content hash) are cleaned; deleted ones are removed."""
-    settings = load_settings()
     author = context.partition_key
-    with pg_store.connect(postgres.uri(), autocommit=True) as conn:
+    with postgres.connection() as conn:
         result = pipeline.sync_cleaned_documents(
-            warehouse.db(),
-            conn,
-            author,
-            config.batch_size or settings.feature_batch_size,
-            settings.max_document_chars,
+            warehouse.db(), conn, author, config.batch_size, settings.settings.max_document_chars
         )
         counts = _counts_metadata(conn, author)
     context.log.info(
@@ -112,20 +110,18 @@ def cleaned_documents(
 def chunks(
     context: dg.AssetExecutionContext,
     config: FeatureRunConfig,
+    settings: SettingsResource,
     postgres: PostgresResource,
     embedding_model: EmbeddingModelResource,
 ) -> dg.MaterializeResult:
     """Token-aware chunks per category (posts whole, articles by paragraph with overlap, code by
     file and definition), measured with the embedding model's own tokenizer."""
-    settings = load_settings()
     author = context.partition_key
-    chunker = pipeline.build_chunker(_model_name(embedding_model), settings.chunk_max_tokens)
-    with pg_store.connect(postgres.uri(), autocommit=True) as conn:
-        result = pipeline.sync_chunks(
-            conn, author, chunker, config.batch_size or settings.feature_batch_size
-        )
-        tokens = store.token_counts(conn, author)
-        samples = store.sample_chunks(conn, author, n=6)
+    chunker = pipeline.build_chunker(embedding_model.model_name, settings.settings.chunk_max_tokens)
+    with postgres.connection() as conn:
+        result = pipeline.sync_chunks(conn, author, chunker, config.batch_size)
+        tokens = stats.token_counts(conn, author)
+        samples = stats.sample_chunks(conn, author, n=6)
         counts = _counts_metadata(conn, author)
     context.log.info(
         "%s: re-chunked %d documents into %d chunks", author, result.documents, result.chunks
@@ -138,11 +134,15 @@ def chunks(
             "max_tokens": chunker.max_tokens,
             "mean_tokens": round(sum(tokens) / len(tokens), 1) if tokens else 0.0,
             "token_histogram": dg.MetadataValue.md(
-                report.token_histogram_markdown(
-                    tokens, chunker.max_tokens, f"chunk lengths of {author}"
+                histogram_markdown(
+                    {"chunks": tokens},
+                    f"chunk lengths of {author}",
+                    xlabel="tokens per chunk (special tokens included)",
+                    ylabel="chunks",
+                    marker=(chunker.max_tokens, f"model limit {chunker.max_tokens}"),
                 )
             ),
-            "sample_chunks": dg.MetadataValue.md(report.samples_markdown(samples)),
+            "sample_chunks": dg.MetadataValue.md(markdown_table(samples)),
             "chunker_fingerprint": chunker.fingerprint,
             "seconds": round(result.seconds, 2),
         }
@@ -166,14 +166,10 @@ def embedded_chunks(
     """Chunks with normalised embeddings (pgvector, HNSW cosine) and a tsvector: what RAG searches.
 
     Only chunks without a vector are embedded; vectors of vanished chunks are deleted."""
-    settings = load_settings()
     author = context.partition_key
-    url = postgres.uri()
     embedder = embedding_model.load()
-    result = pipeline.sync_embeddings(
-        url, author, embedder, config.batch_size or settings.feature_batch_size
-    )
-    with pg_store.connect(url, autocommit=True) as conn:
+    with postgres.connection() as conn:
+        result = pipeline.sync_embeddings(conn, author, embedder, config.batch_size)
         counts = _counts_metadata(conn, author)
     context.log.info(
         "%s: embedded %d chunks (%.1f chunks/s), deleted %d",
@@ -200,27 +196,63 @@ def embedded_chunks(
     )
 
 
-def _quality(
+# One check step reads both tables after the embedding, so the chunks' checks report on `chunks`
+# without blocking (a blocking check on `chunks` would have to run before `embedded_chunks`); the
+# embedded chunks' checks block everything downstream.
+QUALITY_CHECKS = [
+    dg.AssetCheckSpec(
+        "chunk_ids_are_unique",
+        asset="chunks",
+        description="Chunk ids (sha256 of document id + text) never repeat, in chunks nor in"
+        " embedded_chunks.",
+    ),
+    dg.AssetCheckSpec(
+        "chunks_fit_the_model",
+        asset="chunks",
+        description="No chunk is longer than the model reads (it would be truncated silently).",
+    ),
+    dg.AssetCheckSpec(
+        "embeddings_are_complete_unit_vectors",
+        asset="embedded_chunks",
+        blocking=True,
+        description="Every chunk has an embedding of the column's dimension with unit norm.",
+    ),
+    dg.AssetCheckSpec(
+        "no_orphan_chunks",
+        asset="embedded_chunks",
+        blocking=True,
+        description="No chunk without its document, no embedding without its chunk.",
+    ),
+]
+
+
+@dg.multi_asset_check(specs=QUALITY_CHECKS)
+def feature_quality(
     context: dg.AssetCheckExecutionContext,
+    settings: SettingsResource,
     postgres: PostgresResource,
     embedding_model: EmbeddingModelResource,
-) -> store.FeatureQuality:
+) -> Iterator[dg.AssetCheckResult]:
+    """The feature tables' invariants for the partition's author, all from one quality query."""
     author = context.partition_key if context.has_partition_key else None
-    with pg_store.connect(postgres.uri(), autocommit=True) as conn:
-        return store.quality(
-            conn, author, store.embedding_dimension(conn), _max_tokens(embedding_model)
-        )
-
-
-@dg.asset_check(asset=embedded_chunks, blocking=True)
-def embeddings_are_complete_unit_vectors(
-    context: dg.AssetCheckExecutionContext,
-    postgres: PostgresResource,
-    embedding_model: EmbeddingModelResource,
-) -> dg.AssetCheckResult:
-    """Every chunk has an embedding of the column's dimension with unit norm."""
-    q = _quality(context, postgres, embedding_model)
-    return dg.AssetCheckResult(
+    limit = _chunk_limit(settings, embedding_model)
+    with postgres.connection() as conn:
+        q = measure_quality(conn, author, embedding_dimension(conn), limit)
+    yield dg.AssetCheckResult(
+        asset_key="chunks",
+        check_name="chunk_ids_are_unique",
+        passed=q.duplicate_chunk_ids == 0,
+        metadata={"duplicates": q.duplicate_chunk_ids},
+    )
+    yield dg.AssetCheckResult(
+        asset_key="chunks",
+        check_name="chunks_fit_the_model",
+        passed=q.over_token_limit == 0,
+        metadata={"over_limit": q.over_token_limit, "longest": q.max_tokens_seen, "limit": limit},
+    )
+    yield dg.AssetCheckResult(
+        asset_key="embedded_chunks",
+        check_name="embeddings_are_complete_unit_vectors",
         passed=q.wrong_dimension == 0 and q.not_unit_norm == 0 and q.missing_embeddings == 0,
         metadata={
             "embedded": q.embedded,
@@ -229,47 +261,11 @@ def embeddings_are_complete_unit_vectors(
             "missing_embeddings": q.missing_embeddings,
         },
     )
-
-
-@dg.asset_check(asset=embedded_chunks, blocking=True)
-def no_orphan_chunks(
-    context: dg.AssetCheckExecutionContext,
-    postgres: PostgresResource,
-    embedding_model: EmbeddingModelResource,
-) -> dg.AssetCheckResult:
-    """No chunk without its document, no embedding without its chunk."""
-    q = _quality(context, postgres, embedding_model)
-    return dg.AssetCheckResult(
+    yield dg.AssetCheckResult(
+        asset_key="embedded_chunks",
+        check_name="no_orphan_chunks",
         passed=q.orphan_chunks == 0 and q.orphan_embeddings == 0,
         metadata={"orphan_chunks": q.orphan_chunks, "orphan_embeddings": q.orphan_embeddings},
-    )
-
-
-@dg.asset_check(asset=chunks, blocking=True)
-def chunk_ids_are_unique(
-    context: dg.AssetCheckExecutionContext,
-    postgres: PostgresResource,
-    embedding_model: EmbeddingModelResource,
-) -> dg.AssetCheckResult:
-    """Chunk ids (sha256 of document id + text) never repeat, in chunks nor in embedded_chunks."""
-    q = _quality(context, postgres, embedding_model)
-    return dg.AssetCheckResult(
-        passed=q.duplicate_chunk_ids == 0, metadata={"duplicates": q.duplicate_chunk_ids}
-    )
-
-
-@dg.asset_check(asset=chunks, blocking=True)
-def chunks_fit_the_model(
-    context: dg.AssetCheckExecutionContext,
-    postgres: PostgresResource,
-    embedding_model: EmbeddingModelResource,
-) -> dg.AssetCheckResult:
-    """No chunk is longer than the model reads (it would be truncated silently at embedding time)."""
-    q = _quality(context, postgres, embedding_model)
-    limit = _max_tokens(embedding_model)
-    return dg.AssetCheckResult(
-        passed=q.over_token_limit == 0,
-        metadata={"over_limit": q.over_token_limit, "longest": q.max_tokens_seen, "limit": limit},
     )
 
 
@@ -293,14 +289,14 @@ def sql_model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
         automation_condition=dg.AutomationCondition.eager(),
     )
     def _model(postgres: PostgresResource) -> dg.MaterializeResult:
-        with pg_store.connect(postgres.uri(), autocommit=True) as conn:
+        with postgres.connection() as conn:
             rows = sql_models.run_model(conn, model)
             sample = sql_models.preview(conn, model)
         return dg.MaterializeResult(
             metadata={
                 "rows": rows,
                 "table": model.table,
-                "preview": dg.MetadataValue.md(report.markdown_table(sample)),
+                "preview": dg.MetadataValue.md(markdown_table(sample)),
                 "sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
             }
         )

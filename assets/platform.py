@@ -3,8 +3,9 @@
 import dagster as dg
 
 from resources import PostgresResource, WarehouseResource
-from twin_platform.storage import postgres as pg_store
-from twin_platform.storage.warehouse import Category, ensure_indexes
+from twin_platform.documents import Category
+from twin_platform.storage.postgres import describe
+from twin_platform.storage.warehouse import ensure_indexes
 
 
 @dg.asset(group_name="platform", kinds={"postgres"})
@@ -12,7 +13,8 @@ def feature_store_schema(
     context: dg.AssetExecutionContext, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     """Postgres + pgvector schema, migrated idempotently; downstream feature tables live here."""
-    info = pg_store.describe(postgres.uri())
+    with postgres.connection() as conn:
+        info = describe(conn)
     context.log.info(
         "feature store at PostgreSQL %s, migrations %s", info["server_version"], info["migrations"]
     )

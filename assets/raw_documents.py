@@ -1,21 +1,26 @@
 """Raw documents per author: crawled pages and imported exports in the warehouse, one category per asset.
 
 One multi-asset, because one pass over an author's sources feeds all three categories. Its work is
-`twin_platform.ingest.ingest_author`; checks run on what the warehouse holds after each pass.
+`twin_platform.collection.ingest.ingest_author`; checks run on what the warehouse holds after each pass.
 """
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from assets.check_results import asset_check_result
 from assets.partitions import authors
-from resources import WarehouseResource
-from twin_platform import ingest
+from resources import SettingsResource, WarehouseResource
+from twin_platform.collection import ingest
+from twin_platform.collection.checks import check_documents
+from twin_platform.collection.collected import Failure
+from twin_platform.collection.sources import load_sources
+from twin_platform.documents import Category, RawDocument
+from twin_platform.reporting import bar_chart_markdown, markdown_table
 from twin_platform.settings import load_settings
-from twin_platform.sources import load_sources
-from twin_platform.storage.warehouse import Category
 
 ASSET_KEYS = {
     Category.ARTICLES: dg.AssetKey("raw_articles"),
@@ -31,8 +36,8 @@ CHECKS = ("no_empty_content", "no_duplicate_urls", "valid_category")
 
 
 class CollectConfig(dg.Config):
-    sources_file: str | None = Field(
-        default=None,
+    sources_file: str = Field(
+        default_factory=lambda: str(load_settings().authors_file),
         description="Authors YAML to read; default TWIN_SOURCES_FILE or TWIN_HOME/authors.yaml.",
     )
 
@@ -57,11 +62,13 @@ class CollectConfig(dg.Config):
     can_subset=False,
 )
 def raw_documents(
-    context: dg.AssetExecutionContext, config: CollectConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: CollectConfig,
+    settings: SettingsResource,
+    warehouse: WarehouseResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Collect every source of the partition's author and upsert into the warehouse (idempotent)."""
-    settings = load_settings()
-    sources_file = Path(config.sources_file) if config.sources_file else settings.authors_file
+    sources_file = Path(config.sources_file)
     author = load_sources(sources_file).get(context.partition_key)
     if author is None:
         raise dg.Failure(
@@ -69,7 +76,7 @@ def raw_documents(
             "`twin ingest --author NAME SOURCE...` or the add_author job"
         )
     db = warehouse.db()
-    report = ingest.ingest_author(author, db, settings, progress=context.log.info)
+    report = ingest.ingest_author(author, db, settings.settings, progress=context.log.info)
     context.log.info(
         "%s: %s in %.1f s",
         author.name,
@@ -83,7 +90,7 @@ def raw_documents(
         raise dg.Failure(
             description=f"{author.name}: no document collected, {len(failures)} failed:\n"
             + "\n".join(f"- {f.location}: {f.reason}" for f in failures[:20]),
-            metadata={"failures": dg.MetadataValue.md(ingest.failures_markdown(failures))},
+            metadata={"failures": dg.MetadataValue.md(failures_markdown(failures))},
         )
     for category, key in ASSET_KEYS.items():
         counts = report.counts[category]
@@ -94,26 +101,47 @@ def raw_documents(
                 db[category.value].count_documents({"author": author.name})
             ),
             "words_collected": dg.MetadataValue.int(sum(len(d.content.split()) for d in documents)),
-            "preview": dg.MetadataValue.md(ingest.preview_markdown(documents)),
-            "failures": dg.MetadataValue.md(ingest.failures_markdown(report.failures[category])),
+            "preview": dg.MetadataValue.md(preview_markdown(documents)),
+            "failures": dg.MetadataValue.md(failures_markdown(report.failures[category])),
             "sources": dg.MetadataValue.json([s.location for s in author.sources]),
             "sources_file": dg.MetadataValue.path(str(sources_file)),
             "seconds": dg.MetadataValue.float(round(report.seconds, 2)),
         }
-        plot = ingest.words_per_month_markdown(
-            documents, f"{key.to_user_string()}: words per month"
-        )
-        if plot is not None:
-            metadata["words_per_month"] = dg.MetadataValue.md(plot)
-        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
-        for outcome in ingest.check_documents(db, author.name, category):
-            yield dg.AssetCheckResult(
-                asset_key=key,
-                check_name=outcome.name,
-                passed=outcome.passed,
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={
-                    "detail": outcome.detail,
-                    "examples": dg.MetadataValue.json(outcome.examples),
-                },
+        if any(d.published_at for d in documents):
+            metadata["words_per_month"] = dg.MetadataValue.md(
+                words_per_month_markdown(documents, f"{key.to_user_string()}: words per month")
             )
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        for result in check_documents(db, author.name, category):
+            yield asset_check_result(result, key)
+
+
+def preview_markdown(documents: list[RawDocument], limit: int = 10) -> str:
+    newest = sorted(
+        documents, key=lambda d: d.published_at.isoformat() if d.published_at else "", reverse=True
+    )
+    rows = [
+        {
+            "title": d.title,
+            "platform": d.platform,
+            "words": len(d.content.split()),
+            "published": d.published_at.date().isoformat() if d.published_at else "",
+            "url": d.url,
+        }
+        for d in newest
+    ]
+    return markdown_table(rows, limit=limit, width=90, empty="_no documents collected in this run_")
+
+
+def failures_markdown(failures: list[Failure], limit: int = 20) -> str:
+    rows = [{"source": f.location, "reason": f.reason} for f in failures]
+    return markdown_table(rows, limit=limit, empty="_none_")
+
+
+def words_per_month_markdown(documents: list[RawDocument], title: str) -> str:
+    months: Counter[str] = Counter()
+    for doc in documents:
+        if doc.published_at is not None:
+            months[doc.published_at.strftime("%Y-%m")] += len(doc.content.split())
+    keys = sorted(months)
+    return bar_chart_markdown(keys, [months[k] for k in keys], title, ylabel="words")

@@ -13,11 +13,12 @@ import dagster as dg
 from pydantic import Field
 
 from assets.partitions import authors
+from resources import SettingsResource
 from resources.training import TrainingLauncher
 from twin_platform.datasets.artifact import DatasetArtifact
 from twin_platform.models.base_model import BaseModelInfo, prepare_base_model
 from twin_platform.registry import ModelRegistry, ModelVersion
-from twin_platform.settings import load_settings
+from twin_platform.settings import Settings
 from twin_platform.training.config import ProfileName, Stage, plan_run
 from twin_platform.training.runner import code_version
 
@@ -72,10 +73,10 @@ class TrainingRunConfig(dg.Config):
 
 
 @dg.asset(group_name="training", kinds={"huggingface"}, code_version=TRAINING_CODE_VERSION)
-def base_model(config: BaseModelConfig) -> dg.Output[BaseModelInfo]:
+def base_model(config: BaseModelConfig, settings: SettingsResource) -> dg.Output[BaseModelInfo]:
     """The base LLM as a local HF folder (the bundled GGUF is converted once, ~35 s)."""
-    settings = load_settings()
-    info = prepare_base_model(config.source or settings.base_model, settings.home / "base_models")
+    s = settings.settings
+    info = prepare_base_model(config.source or s.base_model, s.base_models_dir)
     return dg.Output(
         info,
         metadata={
@@ -92,12 +93,12 @@ def _train(
     context: dg.AssetExecutionContext,
     stage: Stage,
     config: TrainingRunConfig,
+    settings: Settings,
     launcher: TrainingLauncher,
     start_from: str,
     dataset: DatasetArtifact,
     lineage: dict[str, Any],
 ) -> Iterator[dg.Output[ModelVersion] | dg.AssetCheckResult]:
-    settings = load_settings()
     profile_name: ProfileName = (
         config.profile.value if config.profile else settings.training_profile
     )  # type: ignore[assignment]
@@ -108,10 +109,11 @@ def _train(
         overrides=config.overrides(),
         base_model=start_from,
         dataset_dir=dataset.path,
-        runs_dir=settings.home / "training",
-        registry=settings.model_registry or str(settings.home / "models"),
+        runs_dir=settings.training_dir,
+        registry=settings.model_registry_root,
         model_name=settings.serve_model_name,
         lineage={"author": dataset.author, "dataset": dataset.to_dict(), **lineage},
+        wandb_dir=settings.wandb_dir,
     )
     context.log.info(
         "training %s with profile %s in %s", stage, profile_name, run_config.output_dir
@@ -148,6 +150,7 @@ def _loss_check(asset: str, blocking: bool) -> list[dg.AssetCheckSpec]:
 def sft_model(
     context: dg.AssetExecutionContext,
     config: TrainingRunConfig,
+    settings: SettingsResource,
     training: TrainingLauncher,
     base_model: BaseModelInfo,
     instruction_dataset: DatasetArtifact,
@@ -155,7 +158,14 @@ def sft_model(
     """LoRA (or QLoRA/full) SFT of the base model on the author's instruction dataset (TRL SFTTrainer)."""
     lineage = {"base": base_model.to_dict()}
     yield from _train(
-        context, "sft", config, training, str(base_model.path), instruction_dataset, lineage
+        context,
+        "sft",
+        config,
+        settings.settings,
+        training,
+        str(base_model.path),
+        instruction_dataset,
+        lineage,
     )
 
 
@@ -172,6 +182,7 @@ def sft_model(
 def dpo_model(
     context: dg.AssetExecutionContext,
     config: TrainingRunConfig,
+    settings: SettingsResource,
     training: TrainingLauncher,
     sft_model: ModelVersion,
     preference_dataset: DatasetArtifact,
@@ -179,5 +190,12 @@ def dpo_model(
     """DPO of the SFT model on the author's preference dataset (TRL DPOTrainer, adapter-off reference)."""
     lineage = {"parent": {"name": sft_model.name, "version": sft_model.version, "stage": "sft"}}
     yield from _train(
-        context, "dpo", config, training, str(sft_model.path), preference_dataset, lineage
+        context,
+        "dpo",
+        config,
+        settings.settings,
+        training,
+        str(sft_model.path),
+        preference_dataset,
+        lineage,
     )

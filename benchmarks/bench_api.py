@@ -399,9 +399,10 @@ def main() -> None:
 
     os.environ["TWIN_HOME"] = str(args.home)
     os.environ.pop("DATABASE_URL", None)
-    from twin_platform import services
+    from twin_platform import servers
+    from twin_platform.settings import load_settings
 
-    db = services.postgres_uri()
+    db = servers.postgres_uri(load_settings())
     print(f"corpus: {args.rows:,} chunks in {args.home}", flush=True)
     built_s = build_corpus(db, args.rows, args.home / "bench-corpus.txt")
     rows = []

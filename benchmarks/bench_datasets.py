@@ -47,7 +47,7 @@ def main() -> None:
 
     os.environ["TWIN_HOME"] = tempfile.mkdtemp(prefix="bench-datasets-")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    from twin_platform import services
+    from twin_platform import servers
     from twin_platform.datasets.build import (
         BuildOptions,
         build_instruction_dataset,
@@ -61,7 +61,7 @@ def main() -> None:
     posts = sorted((ROOT / "data/sample/exports/substack/posts").glob("*.html"))
     settings = load_settings()
     try:
-        with connect(services.postgres_uri(settings)) as conn:
+        with connect(servers.postgres_uri(settings)) as conn:
             for path in posts[: max(args.sizes)]:
                 content = post_text(path)
                 conn.execute(
@@ -105,7 +105,7 @@ def main() -> None:
                 )
                 runs[label] = (time.perf_counter() - started, instructions, preferences)
     finally:
-        services.down(settings)
+        servers.down(settings)
 
     cold_seconds, instructions, preferences = runs["cold"]
     extracts = instructions.steps["extracts"]
@@ -119,8 +119,8 @@ def main() -> None:
         f"--sizes {' '.join(map(str, args.sizes))}`",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other work (load average "
         f"{load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end), Python {platform.python_version()}; "
-        f"model `{options.llm.model}` (llama.cpp, {settings.llm_threads} thread), concurrency {options.llm.concurrency}, "
-        f"retries {options.llm.max_retries}.",
+        f"model `{options.generation.llm.model}` (llama.cpp, {settings.llm_threads} thread), concurrency {options.generation.concurrency}, "
+        f"retries {options.generation.max_retries}.",
         "",
         "## One build of both datasets, cold vs cached (same run)",
         "",

@@ -142,11 +142,12 @@ def setup(home: Path | None) -> tuple[str, object]:
         "TWIN_HOME", str(home or Path(tempfile.mkdtemp(prefix="bench-features-")))
     )
     os.environ["TWIN_MONGO_PORT"] = os.environ.get("TWIN_MONGO_PORT", "27123")
-    from twin_platform import services
+    from twin_platform import servers
+    from twin_platform.settings import load_settings
     from twin_platform.storage import warehouse
 
-    url = services.postgres_uri()
-    db = warehouse.connect(services.mongodb_uri(), "bench")
+    url = servers.postgres_uri(load_settings())
+    db = warehouse.connect(servers.mongodb_uri(load_settings()), "bench")
     warehouse.ensure_indexes(db)
     return url, db
 
@@ -353,9 +354,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     lines = throughput(args) if args.mode == "throughput" else memory(args)
     if args.home is None:
-        from twin_platform import services
+        from twin_platform import servers
+        from twin_platform.settings import load_settings
 
-        services.down()  # the temporary servers are not needed any more
+        servers.down(load_settings())  # the temporary servers are not needed any more
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:

@@ -74,9 +74,11 @@ def rag_messages(request_id: int, words: int = 220) -> list[dict[str, str]]:
 
 
 def cpu_bench(requests: int, concurrency: int, max_tokens: int) -> list[str]:
-    from twin_platform.llm.local import get_local_model
+    from twin_platform.llm.factory import open_chat_model
+    from twin_platform.llm.options import LLMOptions
+    from twin_platform.settings import load_settings
 
-    model = get_local_model()
+    model = open_chat_model(LLMOptions.from_settings(load_settings(), "twin-local/smollm2"))
     prompt_tokens = sum(model.count_tokens(m["content"]) for m in rag_messages(0))
     list(model.stream(rag_messages(0), max_tokens=8, temperature=0.0))  # warm-up
     counter = iter(range(1, 10_000))

@@ -86,7 +86,7 @@ def convert_trafilatura(html: str) -> str:
 
 
 def convert_twin_platform(html: str) -> str:
-    from twin_platform.crawlers.extract import html_to_markdown
+    from twin_platform.collection.html import html_to_markdown
 
     return html_to_markdown(html)
 

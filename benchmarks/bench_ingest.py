@@ -100,16 +100,16 @@ def main() -> None:
     os.environ["TWIN_HOME"] = str(home)
     from fixtures.recorded_site import serve
 
-    from twin_platform import services
-    from twin_platform.ingest import ingest_author
-    from twin_platform.services.process import free_port
+    from twin_platform import servers
+    from twin_platform.collection.ingest import ingest_author
+    from twin_platform.collection.sources import AuthorConfig, SourceSpec
+    from twin_platform.servers.process import free_port
     from twin_platform.settings import load_settings
-    from twin_platform.sources import AuthorConfig, SourceSpec
     from twin_platform.storage.warehouse import connect
 
     os.environ["TWIN_MONGO_PORT"] = str(free_port())
     settings = load_settings()
-    db = connect(services.mongodb_uri(settings), "bench")
+    db = connect(servers.mongodb_uri(settings), "bench")
     rows: list[tuple[str, int, float, str]] = []
 
     def crawl_settings(in_flight: int):  # type: ignore[no-untyped-def]
@@ -164,7 +164,7 @@ def main() -> None:
             )
 
         export = make_export(home / "linkedin-export.zip", args.posts)
-        from twin_platform.importers import import_export
+        from twin_platform.collection.importers import import_export
 
         collected, seconds = timed(lambda: import_export(export, "bench-import"))
         rows.append(
@@ -191,7 +191,7 @@ def main() -> None:
             )
         )
     finally:
-        services.down(settings)
+        servers.down(settings)
 
     table = ["| run | documents | seconds | documents/s | notes |", "|---|---|---|---|---|"]
     table += [f"| {name} | {n:,} | {s:.2f} | {n / s:,.0f} | {note} |" for name, n, s, note in rows]

@@ -64,10 +64,11 @@ def main() -> None:
 
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-pgvector-"))
     os.environ.setdefault("TWIN_HOME", str(home))
-    from twin_platform import services
+    from twin_platform import servers
+    from twin_platform.settings import load_settings
     from twin_platform.storage.postgres import connect
 
-    url = services.postgres_uri()
+    url = servers.postgres_uri(load_settings())
     rng = np.random.default_rng(42)
     data = synthetic(args.rows, args.dim, args.distribution, rng)
     queries = synthetic(args.queries, args.dim, args.distribution, np.random.default_rng(7))
@@ -148,7 +149,7 @@ def main() -> None:
                 print(row, flush=True)
         conn.execute("DROP TABLE bench_vectors")
     if args.home is None:
-        services.down()  # the temporary server is not needed any more
+        servers.down(load_settings())  # the temporary server is not needed any more
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(lines) + "\n")

@@ -14,9 +14,9 @@ import sys
 import tempfile
 import time
 
-from twin_platform.services.process import free_port
+from twin_platform.servers.process import free_port
 
-PROBE = "from twin_platform import services; services.postgres_uri(); services.mongodb_uri()"
+PROBE = "from twin_platform import servers; from twin_platform.settings import load_settings; servers.postgres_uri(load_settings()); servers.mongodb_uri(load_settings())"
 
 
 def timed(env: dict[str, str], code: str = PROBE) -> float:
@@ -31,7 +31,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    baseline = timed(os.environ.copy(), "import twin_platform.services")
+    baseline = timed(os.environ.copy(), "import twin_platform.servers")
     rows: dict[str, list[float]] = {"cold": [], "warm": [], "restart": []}
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as home:
@@ -40,9 +40,15 @@ def main() -> None:
             env.pop("MONGODB_URI", None)
             rows["cold"].append(timed(env))
             rows["warm"].append(timed(env))
-            timed(env, "from twin_platform import services; services.down()")
+            timed(
+                env,
+                "from twin_platform import servers; from twin_platform.settings import load_settings; servers.down(load_settings())",
+            )
             rows["restart"].append(timed(env))
-            timed(env, "from twin_platform import services; services.down()")
+            timed(
+                env,
+                "from twin_platform import servers; from twin_platform.settings import load_settings; servers.down(load_settings())",
+            )
     print(f"machine: {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}")
     print(f"command: {' '.join(sys.argv)}")
     print(f"process start + imports alone: {baseline:.2f} s (included in every figure below)")

@@ -3,9 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
-from assets.partitions import authors
+from assets.partitions import add_authors, authors
+from twin_platform.collection.sources import parse_source, register_author
 from twin_platform.settings import load_settings
-from twin_platform.sources import parse_source, register_author
 
 collect_job = dg.define_asset_job(
     "collect_documents",
@@ -39,8 +39,7 @@ def register_author_sources(context: dg.OpExecutionContext, config: AddAuthorCon
         raise dg.Failure(str(exc)) from exc
     path = load_settings().authors_file
     author = register_author(path, config.name, sources, config.display_name)
-    if not context.instance.has_dynamic_partition(authors.name, author.name):
-        context.instance.add_dynamic_partitions(authors.name, [author.name])
+    add_authors(context.instance, [author.name])
     context.log.info("registered %s with %d sources in %s", author.name, len(author.sources), path)
 
 

@@ -1,4 +1,8 @@
-"""Dagster resources: thin, typed handles on the stores. Unset URLs mean the embedded servers."""
+"""Dagster resources: thin, typed handles on the stores and the settings, wired in `build_resources`.
+
+Each resource reads what it needs once, in `setup_for_execution`, so a step pays a server start
+or a model load at most once and the library below receives plain values.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 import psycopg
+from pydantic import PrivateAttr
 from pymongo.database import Database
 
 from resources.io_managers import DatasetIOManager
 from resources.training import TrainingLauncher
-from twin_platform import services
+from twin_platform import servers
 from twin_platform.settings import Settings, load_settings
-from twin_platform.storage import postgres as pg_store
-from twin_platform.storage import warehouse
+from twin_platform.storage import postgres, warehouse
 
 if TYPE_CHECKING:
     from twin_platform.features.embedding import Embedder
@@ -27,23 +31,47 @@ def optional_env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
+class SettingsResource(dg.ConfigurableResource):
+    """The platform's settings (TWIN_* environment and `.env`), read once per step."""
+
+    _settings: Settings | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._settings = load_settings()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:  # used outside a run (a test calling the asset directly)
+            self._settings = load_settings()
+        return self._settings
+
+
 class PostgresResource(dg.ConfigurableResource):
-    """The feature store (Postgres + pgvector). No `database_url`: the embedded server."""
+    """The feature store (Postgres + pgvector). No `database_url`: the embedded server.
+
+    The server is started (or found) and the schema migrated once, when the resource is set up.
+    """
 
     database_url: str | None = None
+    _uri: str | None = PrivateAttr(default=None)
 
-    def settings(self) -> Settings:
-        return (
-            load_settings(database_url=self.database_url) if self.database_url else load_settings()
-        )
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._uri = servers.postgres_uri(self._settings())
 
+    def _settings(self) -> Settings:
+        overrides = {"database_url": self.database_url} if self.database_url else {}
+        return load_settings(**overrides)
+
+    @property
     def uri(self) -> str:
-        """Starts the embedded server if needed and migrates the schema (once per process)."""
-        return services.postgres_uri(self.settings())
+        if self._uri is None:
+            self._uri = servers.postgres_uri(self._settings())
+        return self._uri
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
-        with pg_store.connect(self.uri()) as conn:
+        """An autocommit connection with pgvector's types."""
+        with postgres.connect(self.uri) as conn:
             yield conn
 
 
@@ -52,13 +80,19 @@ class WarehouseResource(dg.ConfigurableResource):
 
     mongodb_uri: str | None = None
     database: str = "twin"
+    _uri: str | None = PrivateAttr(default=None)
 
-    def uri(self) -> str:
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._uri = self._start()
+
+    def _start(self) -> str:
         overrides = {"mongodb_uri": self.mongodb_uri} if self.mongodb_uri else {}
-        return services.mongodb_uri(load_settings(mongodb_database=self.database, **overrides))
+        return servers.mongodb_uri(load_settings(mongodb_database=self.database, **overrides))
 
     def db(self) -> Database:
-        return warehouse.connect(self.uri(), self.database)
+        if self._uri is None:
+            self._uri = self._start()
+        return warehouse.connect(self._uri, self.database)
 
 
 class EmbeddingModelResource(dg.ConfigurableResource):
@@ -68,13 +102,17 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     device: str | None = None
     batch_size: int | None = None
 
+    @property
+    def model_name(self) -> str:
+        return self.model or load_settings().embedding_model
+
     def load(self) -> Embedder:
-        """Loaded once per process and shared (about 20 s the first time on 2 cores)."""
+        """Loaded once per process (about 20 s the first time on 2 cores), then shared."""
         from twin_platform.features.embedding import load_embedder
 
         settings = load_settings()
         return load_embedder(
-            self.model or settings.embedding_model,
+            self.model_name,
             self.device or settings.embedding_device,
             self.batch_size or settings.embedding_batch_size,
         )
@@ -82,6 +120,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
     return {
+        "settings": SettingsResource(),
         "postgres": PostgresResource(database_url=optional_env("DATABASE_URL")),
         "embedding_model": EmbeddingModelResource(),
         "dataset_io_manager": DatasetIOManager(

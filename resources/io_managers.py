@@ -10,16 +10,15 @@ Downstream assets get the artifact back as a local folder (downloaded once from 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from twin_platform.datasets.artifact import DatasetArtifact
+from twin_platform.fsutil import publishing, write_atomic
 from twin_platform.settings import load_settings
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
@@ -46,7 +45,7 @@ class DatasetIOManager(dg.ConfigurableIOManager):
     s3_endpoint_url: str | None = None  # MinIO or another S3-compatible store
 
     def _root(self) -> Path:
-        return Path(self.base_dir) if self.base_dir else load_settings().home / "datasets"
+        return Path(self.base_dir) if self.base_dir else load_settings().datasets_dir
 
     def _s3(self) -> Any:
         from dagster_aws.s3 import S3Resource
@@ -65,7 +64,7 @@ class DatasetIOManager(dg.ConfigurableIOManager):
         else:
             obj = self._store_locally(obj, asset, partition)
             uri = str(obj.path)
-            _write_atomic(self._root() / asset / f"{partition}.json", json.dumps(obj.to_dict()))
+            write_atomic(self._root() / asset / f"{partition}.json", json.dumps(obj.to_dict()))
         context.add_output_metadata({"uri": uri, "version": obj.version})
 
     def _store_locally(
@@ -77,9 +76,8 @@ class DatasetIOManager(dg.ConfigurableIOManager):
             return artifact
         target = root / asset / partition / artifact.version
         if not target.exists():
-            staging = Path(tempfile.mkdtemp(dir=_mkdir(target.parent)))
-            shutil.copytree(artifact.path, staging, dirs_exist_ok=True)
-            os.replace(staging, target)
+            with publishing(target) as staging:
+                shutil.copytree(artifact.path, staging, dirs_exist_ok=True)
         return DatasetArtifact(artifact.kind, artifact.author, artifact.version, target)
 
     def _upload(self, artifact: DatasetArtifact, asset: str, partition: str) -> str:
@@ -116,25 +114,11 @@ class DatasetIOManager(dg.ConfigurableIOManager):
         pointer = json.loads(body.read())
         target = self._root() / "s3-cache" / asset / partition / pointer["version"]
         if not target.exists():
-            staging = Path(tempfile.mkdtemp(dir=_mkdir(target.parent)))
             prefix = self._s3_key(asset, partition, pointer["version"]) + "/"
             listing = client.list_objects_v2(Bucket=self.s3_bucket, Prefix=prefix)
-            for item in listing.get("Contents", []):
-                client.download_file(
-                    self.s3_bucket, item["Key"], str(staging / item["Key"].removeprefix(prefix))
-                )
-            os.replace(staging, target)
+            with publishing(target) as staging:
+                for item in listing.get("Contents", []):
+                    client.download_file(
+                        self.s3_bucket, item["Key"], str(staging / item["Key"].removeprefix(prefix))
+                    )
         return DatasetArtifact(pointer["kind"], pointer["author"], pointer["version"], target)
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    _mkdir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

@@ -19,7 +19,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
 def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
     """Append each failed run to TWIN_HOME/alerts.jsonl, the hook for pagers and chat alerts."""
-    alerts = load_settings().home / "alerts.jsonl"
+    alerts = load_settings().alerts_file
     alerts.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "at": datetime.now(UTC).isoformat(),

@@ -7,10 +7,10 @@ import json
 
 import dagster as dg
 
-from assets.partitions import authors
+from assets.partitions import add_authors
 from jobs.collection import collect_job
+from twin_platform.collection.sources import load_sources
 from twin_platform.settings import load_settings
-from twin_platform.sources import load_sources
 
 
 @dg.sensor(
@@ -24,14 +24,13 @@ def author_sources(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
     except ValueError as exc:
         return dg.SkipReason(f"cannot read {path}: {exc}")
     previous: dict[str, str] | None = json.loads(context.cursor) if context.cursor else None
-    known = set(context.instance.get_dynamic_partitions(authors.name))
     fingerprints = {
         a.name: hashlib.sha256(
             json.dumps([s.model_dump(mode="json") for s in a.sources]).encode()
         ).hexdigest()[:16]
         for a in configured
     }
-    new_partitions = sorted(set(fingerprints) - known)
+    new_partitions = add_authors(context.instance, fingerprints)
     if previous is None:  # first tick: collect only authors without a partition yet
         to_collect = new_partitions
     else:
@@ -40,10 +39,4 @@ def author_sources(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
         dg.RunRequest(partition_key=name, run_key=f"{name}:{fingerprints[name]}")
         for name in to_collect
     ]
-    return dg.SensorResult(
-        run_requests=runs,
-        dynamic_partitions_requests=[authors.build_add_request(new_partitions)]
-        if new_partitions
-        else [],
-        cursor=json.dumps(fingerprints, sort_keys=True),
-    )
+    return dg.SensorResult(run_requests=runs, cursor=json.dumps(fingerprints, sort_keys=True))

@@ -11,10 +11,11 @@ import threading
 import time
 from typing import Any
 
-from twin_platform.features import store
 from twin_platform.features.embedding import load_embedder
-from twin_platform.services.process import free_port
+from twin_platform.servers.process import free_port
 from twin_platform.settings import load_settings
+from twin_platform.storage.feature_store import writes
+from twin_platform.storage.feature_store.records import Chunk, CleanedDocument
 from twin_platform.storage.postgres import connect
 
 CORPUS = [
@@ -50,7 +51,7 @@ def load_corpus(postgres_url: str) -> dict[str, str]:
         document_id = hashlib.sha256(f"{category}|{author}|{url}".encode()).hexdigest()
         content_hash = hashlib.sha256(content.encode()).hexdigest()
         documents.append(
-            store.CleanedRow(
+            CleanedDocument(
                 document_id,
                 author,
                 category,
@@ -67,18 +68,24 @@ def load_corpus(postgres_url: str) -> dict[str, str]:
         )
         chunk_id = hashlib.sha256(f"{document_id}|{content}".encode()).hexdigest()
         chunks.append(
-            store.ChunkRow(
-                chunk_id, document_id, author, category, url, 0, content, len(content) // 4, {}
+            Chunk(
+                chunk_id=chunk_id,
+                document_id=document_id,
+                author=author,
+                category=category,
+                source_url=url,
+                content=content,
+                token_count=len(content) // 4,
             )
         )
-    with connect(postgres_url, autocommit=True) as conn:
-        store.upsert_cleaned(conn, documents)
+    with connect(postgres_url) as conn:
+        writes.upsert_cleaned(conn, documents)
         with conn.transaction():
             conn.execute(
                 "DELETE FROM embedded_chunks WHERE chunk_id = ANY(%s)",
                 ([c.chunk_id for c in chunks],),
             )
-            store.insert_embeddings(conn, chunks, vectors, embedder.name)
+            writes.insert_embeddings(conn, chunks, vectors, embedder.name)
     return {c.source_url: c.chunk_id for c in chunks}
 
 

@@ -11,17 +11,27 @@ from pathlib import Path
 import pytest
 from fixtures.recorded_site import RecordedSite, serve
 
-from twin_platform.crawlers.base import Collected
-from twin_platform.crawlers.dispatcher import CrawlTarget, build_crawlers, choose_kind, crawl_async
-from twin_platform.crawlers.github import (
+from twin_platform.collection.collected import Collected
+from twin_platform.collection.crawlers.dispatcher import (
+    CrawlTarget,
+    build_crawlers,
+    choose_kind,
+    crawl_async,
+)
+from twin_platform.collection.crawlers.github import (
     GitHubCrawler,
     RepoLimits,
     clone_and_read,
     git_repository_for_folder,
     normalise_remote,
 )
-from twin_platform.crawlers.http import BlockedAddressError, FetchError, check_address, decode
-from twin_platform.crawlers.x import XCrawler
+from twin_platform.collection.crawlers.http import (
+    BlockedAddressError,
+    FetchError,
+    check_address,
+    decode,
+)
+from twin_platform.collection.crawlers.x import XCrawler
 from twin_platform.settings import Settings, load_settings
 
 AUTHOR = "ada-quill"
@@ -408,7 +418,7 @@ def test_git_failures_are_clear(tmp_path: Path) -> None:
 
 
 async def crawler_run(crawler: GitHubCrawler, url: str) -> Collected:
-    from twin_platform.crawlers.http import HttpPolicy, SafeClient
+    from twin_platform.collection.crawlers.http import HttpPolicy, SafeClient
 
     async with SafeClient(HttpPolicy()) as client:
         return await crawler.crawl(url, AUTHOR, client)

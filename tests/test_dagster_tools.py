@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from twin_platform.services.process import free_port
+from twin_platform.servers.process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

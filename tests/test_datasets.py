@@ -21,14 +21,15 @@ from twin_platform.datasets.extracts import SourceDocument, cut_extracts, sample
 from twin_platform.datasets.generation import (
     INSTRUCTION_EXAMPLE,
     BackendUnavailableError,
+    Completion,
+    GenerationOptions,
     GenerationStats,
     Generator,
     InvalidOutput,
-    LLMOptions,
     ResponseCache,
     parse_instruction,
 )
-from twin_platform.llm.provider import Completion
+from twin_platform.llm.options import LLMOptions
 
 AUTHOR = "test-author"
 DATASET_ASSETS = ("instruction_dataset", "preference_dataset")
@@ -241,12 +242,12 @@ def test_instruction_parsing_tolerates_chatter_and_rejects_bad_answers() -> None
 def test_a_backend_that_is_down_is_retried_counted_then_reported(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from twin_platform.services.process import free_port
+    from twin_platform.servers.process import free_port
 
-    options = LLMOptions(
-        model="openai/gpt-4o-mini",
-        api_base=f"http://127.0.0.1:{free_port()}/v1",
-        timeout_s=5,
+    options = GenerationOptions(
+        LLMOptions(
+            model="openai/gpt-4o-mini", api_base=f"http://127.0.0.1:{free_port()}/v1", timeout_s=5
+        ),
         max_retries=1,
     )
     generator = Generator(options, ResponseCache(tmp_path))
@@ -272,7 +273,7 @@ def test_a_backend_that_is_down_is_retried_counted_then_reported(
 
 def test_responses_are_cached_by_request_hash(tmp_path: Path, twin_home: Path) -> None:
     """Real calls to the local model: malformed JSON is counted and retried; a second run pays nothing."""
-    options = LLMOptions(model="twin-local/smollm2", max_retries=1)
+    options = GenerationOptions(LLMOptions(model="twin-local/smollm2"), max_retries=1)
     messages = [{"role": "user", "content": "Say one word."}]
 
     def run() -> GenerationStats:
@@ -398,7 +399,7 @@ def test_io_manager_round_trips_through_s3(tmp_path: Path, monkeypatch: pytest.M
     import boto3
 
     from resources.io_managers import DatasetIOManager
-    from twin_platform.services.process import free_port
+    from twin_platform.servers.process import free_port
 
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -484,7 +485,7 @@ def author_documents(postgres_url: str) -> str:
 
 def materialize(instance: dg.DagsterInstance, **config: object) -> dg.ExecuteInProcessResult:
     from assets.datasets import instruction_dataset, preference_dataset
-    from resources import PostgresResource
+    from resources import PostgresResource, SettingsResource
     from resources.io_managers import DatasetIOManager
 
     run_config = {"ops": {name: {"config": config} for name in DATASET_ASSETS}}
@@ -492,7 +493,11 @@ def materialize(instance: dg.DagsterInstance, **config: object) -> dg.ExecuteInP
         [instruction_dataset, preference_dataset],
         partition_key=AUTHOR,
         instance=instance,
-        resources={"postgres": PostgresResource(), "dataset_io_manager": DatasetIOManager()},
+        resources={
+            "settings": SettingsResource(),
+            "postgres": PostgresResource(),
+            "dataset_io_manager": DatasetIOManager(),
+        },
         run_config=run_config,
         raise_on_error=False,
     )

@@ -39,32 +39,38 @@ def test_platform_assets_materialize_in_process(postgres_url: str, mongodb_url: 
 
 
 def test_cli_materialize_records_runs_in_the_instance(twin_home: Path, postgres_url: str) -> None:
-    from jobs.launch import materialize
+    from cli.launch import materialize
+    from definitions import defs
 
     instance = dg.DagsterInstance.ephemeral()
-    outcomes = materialize("group:platform", instance=instance)
+    outcomes = materialize(defs, "group:platform", instance)
     assert [o.success for o in outcomes] == [True]
     assert (
         instance.get_latest_materialization_event(dg.AssetKey("feature_store_schema")) is not None
     )
     with pytest.raises(ValueError, match="matches no asset"):
-        materialize("no_such_asset", instance=instance)
+        materialize(defs, "no_such_asset", instance)
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        [],
-        ["services"],
-        ["services", "up"],
-        ["services", "down"],
-        ["services", "status"],
-        ["ui"],
-        ["materialize"],
-        ["run"],
-        ["down"],
-    ],
-)
+def command_paths() -> list[list[str]]:
+    """Every command and group of `twin`, read from the app itself."""
+    import click
+    import typer
+
+    from cli import app
+
+    paths: list[list[str]] = [[]]
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            paths.append([*path, name])
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+@pytest.mark.parametrize("args", command_paths(), ids=lambda args: " ".join(args) or "twin")
 def test_every_command_has_help(args: list[str]) -> None:
     result = subprocess.run(
         [str(Path(sys.executable).parent / "twin"), *args, "--help"],
@@ -77,8 +83,8 @@ def test_every_command_has_help(args: list[str]) -> None:
 
 
 def test_plan_puts_every_asset_after_its_upstreams() -> None:
+    from cli.launch import plan_segments
     from definitions import defs
-    from jobs.launch import plan_segments
 
     graph = defs.resolve_asset_graph()
     segments = plan_segments(defs, "*")
@@ -94,10 +100,11 @@ def test_plan_puts_every_asset_after_its_upstreams() -> None:
 
 
 def test_report_lists_materializations_and_checks(twin_home: Path, postgres_url: str) -> None:
-    from jobs.launch import materialize, write_report
+    from cli.launch import materialize, write_report
+    from definitions import defs
 
     instance = dg.DagsterInstance.ephemeral()
-    outcomes = materialize("group:platform", instance=instance)
+    outcomes = materialize(defs, "group:platform", instance)
     text = write_report(outcomes, instance, twin_home / "reports" / "test.md").read_text()
     assert "**feature_store_schema**" in text
     assert "server_version: 18" in text

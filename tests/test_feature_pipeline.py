@@ -8,18 +8,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import psycopg
 import pytest
+from conftest import materialize_features
 from pymongo.database import Database
 
 from twin_platform.documents import Article, Post, Repository
-from twin_platform.features import pipeline, store
 from twin_platform.features.embedding import Embedder, load_embedder
-from twin_platform.storage import postgres as pg_store
 from twin_platform.storage import warehouse
+from twin_platform.storage.feature_store import search, stats, writes
+from twin_platform.storage.feature_store.quality import measure_quality
+from twin_platform.storage.feature_store.records import Chunk
+from twin_platform.storage.postgres import connect
+
+WAREHOUSE_DB = "features_test"
 
 GERALD = (
     "My sourdough starter is called Gerald. I feed Gerald rye flour every morning at six, and the "
@@ -34,7 +40,7 @@ def embedder() -> Embedder:
 
 @pytest.fixture(scope="module")
 def db(mongodb_url: str) -> Database:
-    database = warehouse.connect(mongodb_url, "features_test")
+    database = warehouse.connect(mongodb_url, WAREHOUSE_DB)
     warehouse.ensure_indexes(database)
     return database
 
@@ -46,8 +52,13 @@ def author() -> str:
 
 @pytest.fixture
 def conn(postgres_url: str) -> Iterator[psycopg.Connection]:
-    with pg_store.connect(postgres_url, autocommit=True) as connection:
+    with connect(postgres_url) as connection:
         yield connection
+
+
+def written(run: dict[str, dict[str, Any]]) -> int:
+    cleaned = run["cleaned_documents"]
+    return cleaned["new"] + cleaned["changed"] + cleaned["deleted"]
 
 
 def corpus(author: str) -> list[Article | Post | Repository]:
@@ -99,7 +110,7 @@ def insert(db: Database, docs: list[Article | Post | Repository]) -> None:
 
 
 def test_sync_is_complete_then_incremental(
-    db: Database, postgres_url: str, conn: psycopg.Connection, embedder: Embedder, author: str
+    db: Database, instance: dg.DagsterInstance, conn: psycopg.Connection, author: str
 ) -> None:
     docs = corpus(author)
     insert(db, docs)
@@ -121,20 +132,20 @@ def test_sync_is_complete_then_incremental(
         }
     )
 
-    first = pipeline.sync_author(db, postgres_url, author, embedder)
-    assert first.cleaning.new == len(docs) + 2
-    assert first.cleaning.by_status == {"ok": 6, "empty": 1, "non_text": 1}
-    assert first.cleaning.by_language["fr"] == 1
-    assert first.cleaning.boilerplate_lines_removed >= 2
-    assert first.chunking.chunks == first.embedding.embedded > 0
+    first = materialize_features(instance, author)
+    assert first["cleaned_documents"]["new"] == len(docs) + 2
+    assert first["cleaned_documents"]["by_status"] == {"ok": 6, "empty": 1, "non_text": 1}
+    assert first["cleaned_documents"]["by_language"]["fr"] == 1
+    assert first["cleaned_documents"]["boilerplate_lines_removed"] >= 2
+    assert first["chunks"]["chunks_written"] == first["embedded_chunks"]["embedded"] > 0
     stored = conn.execute(
         "SELECT content FROM cleaned_documents WHERE author = %s AND url LIKE %s",
         (author, "%gerald"),
     ).fetchone()
     assert stored is not None
     assert "[the recipe](https://x.test/r?a=1)" in stored[0] and "Share on Twitter" not in stored[0]
-    quality = store.quality(conn, author, 384, 256)
-    assert quality.embedded == quality.chunks == first.chunking.chunks
+    quality = measure_quality(conn, author, 384, 256)
+    assert quality.embedded == quality.chunks == first["chunks"]["chunks_written"]
     assert quality.model_dump(exclude={"chunks", "embedded", "max_tokens_seen"}) == dict.fromkeys(
         [
             "wrong_dimension",
@@ -151,10 +162,14 @@ def test_sync_is_complete_then_incremental(
     snapshot = conn.execute(
         "SELECT chunk_id, created_at FROM embedded_chunks WHERE author = %s ORDER BY 1", (author,)
     ).fetchall()
-    again = pipeline.sync_author(db, postgres_url, author, embedder)
-    assert (again.cleaning.written, again.chunking.documents, again.embedding.embedded) == (0, 0, 0)
-    assert again.embedding.deleted == 0
-    assert again.cleaning.seconds + again.chunking.seconds + again.embedding.seconds < 10
+    again = materialize_features(instance, author)
+    assert (
+        written(again),
+        again["chunks"]["documents_rechunked"],
+        again["embedded_chunks"]["embedded"],
+    ) == (0, 0, 0)
+    assert again["embedded_chunks"]["deleted"] == 0
+    assert sum(again[asset]["seconds"] for asset in again) < 10
     assert (
         conn.execute(
             "SELECT chunk_id, created_at FROM embedded_chunks WHERE author = %s ORDER BY 1",
@@ -169,20 +184,26 @@ def test_sync_is_complete_then_incremental(
     )
     insert(db, [edited])
     db["repositories"].delete_one({"author": author, "url": docs[-1].url})
-    third = pipeline.sync_author(db, postgres_url, author, embedder)
-    assert (third.cleaning.changed, third.cleaning.deleted, third.cleaning.new) == (1, 1, 0)
-    assert third.chunking.documents == 1
-    assert third.embedding.embedded == 1 and third.embedding.deleted == 1  # one chunk, re-cut
+    third = materialize_features(instance, author)
+    cleaned = third["cleaned_documents"]
+    assert (cleaned["changed"], cleaned["deleted"], cleaned["new"]) == (1, 1, 0)
+    assert third["chunks"]["documents_rechunked"] == 1
+    embedded = third["embedded_chunks"]
+    assert embedded["embedded"] == 1 and embedded["deleted"] == 1  # one chunk, re-cut
     urls = {
         r[0]
         for r in conn.execute("SELECT source_url FROM embedded_chunks WHERE author = %s", (author,))
     }
     assert docs[-1].url not in urls
-    assert store.quality(conn, author, 384, 256).orphan_embeddings == 0
+    assert measure_quality(conn, author, 384, 256).orphan_embeddings == 0
 
 
 def test_vector_and_lexical_search_with_filters(
-    db: Database, postgres_url: str, conn: psycopg.Connection, embedder: Embedder, author: str
+    db: Database,
+    instance: dg.DagsterInstance,
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    author: str,
 ) -> None:
     insert(db, corpus(author))
     other = f"{author}-other"
@@ -190,16 +211,16 @@ def test_vector_and_lexical_search_with_filters(
         db, [Article(author=other, platform="web", url=f"https://{other}.test/a", content=GERALD)]
     )
     for name in (author, other):
-        pipeline.sync_author(db, postgres_url, name, embedder)
+        materialize_features(instance, name)
 
     query = embedder.encode(["What is the name of the sourdough starter?"])[0]
-    hits = store.vector_search(conn, query, k=3, author=author)
+    hits = search.vector_search(conn, query, k=3, author=author)
     assert hits[0].source_url.endswith("/gerald") and hits[0].author == author
     assert all(h.author == author for h in hits)
     assert hits[0].score >= hits[-1].score and 0 < hits[0].score <= 1.0001
-    both = store.vector_search(conn, query, k=10)
+    both = search.vector_search(conn, query, k=10)
     assert {author, other} <= {h.author for h in both}
-    only_posts = store.vector_search(conn, query, k=5, author=author, categories=["posts"])
+    only_posts = search.vector_search(conn, query, k=5, author=author, categories=["posts"])
     assert only_posts and all(h.category == "posts" for h in only_posts)
     # Vectors stay in their rows (migration 0004): a hit's similarity needs no TOAST lookup.
     toasted = conn.execute(
@@ -220,25 +241,26 @@ def test_vector_and_lexical_search_with_filters(
     assert f"https://{author}.test/gerald" in printed.output and "0." in printed.output
     assert CliRunner().invoke(app, ["search", "--help"]).exit_code == 0
 
-    lexical = store.lexical_search(conn, "advisory locks", k=5, author=author)
+    lexical = search.lexical_search(conn, "advisory locks", k=5, author=author)
     assert lexical[0].source_url.endswith("/locks") and lexical[0].score > 0
-    assert store.lexical_search(conn, "zephyr", author=other) == []
+    assert search.lexical_search(conn, "zephyr", author=other) == []
 
 
 def test_a_failed_batch_leaves_no_half_written_state(
-    db: Database, postgres_url: str, conn: psycopg.Connection, embedder: Embedder, author: str
+    db: Database, instance: dg.DagsterInstance, conn: psycopg.Connection, author: str
 ) -> None:
     insert(db, corpus(author)[:2])
-    pipeline.sync_author(db, postgres_url, author, embedder)
+    materialize_features(instance, author)
     before = conn.execute("SELECT count(*) FROM chunks WHERE author = %s", (author,)).fetchone()
     document = conn.execute(
         "SELECT document_id FROM cleaned_documents WHERE author = %s", (author,)
     ).fetchone()
     assert before and document
-    good = store.ChunkRow("a" * 64, document[0], author, "articles", "u", 0, "text", 3, {})
-    orphan = store.ChunkRow("b" * 64, "no-such-document", author, "articles", "u", 1, "text", 3, {})
+    fields = {"author": author, "category": "articles", "source_url": "u", "content": "text"}
+    good = Chunk(chunk_id="a" * 64, document_id=document[0], **fields)
+    orphan = Chunk(chunk_id="b" * 64, document_id="no-such-document", chunk_index=1, **fields)
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
-        store.replace_chunks(conn, [document[0]], [good, orphan], "fingerprint")
+        writes.replace_chunks(conn, [document[0]], [good, orphan], "fingerprint")
     assert (
         conn.execute("SELECT count(*) FROM chunks WHERE author = %s", (author,)).fetchone()
         == before
@@ -247,41 +269,31 @@ def test_a_failed_batch_leaves_no_half_written_state(
         "SELECT count(*) FROM cleaned_documents WHERE chunks_version = 'fingerprint'"
     ).fetchone() == (0,)
     with pytest.raises(ValueError, match="2 chunks but 1 vectors"):
-        store.insert_embeddings(conn, [good, orphan], np.zeros((1, 384), np.float32), "m")
+        writes.insert_embeddings(conn, [good, orphan], np.zeros((1, 384), np.float32), "m")
 
 
 def test_assets_materialize_with_passing_checks_and_metadata(
     db: Database, twin_home: Path, postgres_url: str, embedder: Embedder, author: str
 ) -> None:
-    from assets.features import (
-        chunk_ids_are_unique,
-        chunks,
-        chunks_fit_the_model,
-        cleaned_documents,
-        embedded_chunks,
-        embeddings_are_complete_unit_vectors,
-        no_orphan_chunks,
+    from assets.features import chunks, cleaned_documents, embedded_chunks, feature_quality
+    from resources import (
+        EmbeddingModelResource,
+        PostgresResource,
+        SettingsResource,
+        WarehouseResource,
     )
-    from resources import EmbeddingModelResource, PostgresResource, WarehouseResource
 
     insert(db, corpus(author))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("authors", [author])
     result = dg.materialize(
-        [
-            cleaned_documents,
-            chunks,
-            embedded_chunks,
-            embeddings_are_complete_unit_vectors,
-            no_orphan_chunks,
-            chunk_ids_are_unique,
-            chunks_fit_the_model,
-        ],
+        [cleaned_documents, chunks, embedded_chunks, feature_quality],
         partition_key=author,
         instance=instance,
         resources={
+            "settings": SettingsResource(),
             "postgres": PostgresResource(),
-            "warehouse": WarehouseResource(database="features_test"),
+            "warehouse": WarehouseResource(database=WAREHOUSE_DB),
             "embedding_model": EmbeddingModelResource(),
         },
     )
@@ -299,25 +311,34 @@ def test_assets_materialize_with_passing_checks_and_metadata(
 
 
 def test_sql_models_build_statistics_that_match_the_tables(
-    db: Database, postgres_url: str, conn: psycopg.Connection, embedder: Embedder, author: str
+    db: Database,
+    instance: dg.DagsterInstance,
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    author: str,
 ) -> None:
     from twin_platform import sql_models
 
     insert(db, corpus(author))
-    report = pipeline.sync_author(db, postgres_url, author, embedder)
+    report = materialize_features(instance, author)
     models = sql_models.load_models()
     names = [m.name for m in models]
     assert names.index("author_corpus_stats") < names.index("embedding_coverage")
     for model in models:
         assert sql_models.run_model(conn, model) > 0
-    stats = conn.execute(
+    corpus_stats = conn.execute(
         "SELECT category, documents, chunks, embedded_chunks, non_english FROM analytics.author_corpus_stats"
         " WHERE author = %s ORDER BY category",
         (author,),
     ).fetchall()
-    assert [(c, d) for c, d, *_ in stats] == [("articles", 2), ("posts", 3), ("repositories", 1)]
-    assert sum(row[2] for row in stats) == sum(row[3] for row in stats) == report.chunking.chunks
-    assert sum(row[4] for row in stats) == 1  # the French post
+    assert [(c, d) for c, d, *_ in corpus_stats] == [
+        ("articles", 2),
+        ("posts", 3),
+        ("repositories", 1),
+    ]
+    chunk_count = report["chunks"]["chunks_written"]
+    assert sum(row[2] for row in corpus_stats) == sum(row[3] for row in corpus_stats) == chunk_count
+    assert sum(row[4] for row in corpus_stats) == 1  # the French post
     coverage = conn.execute(
         "SELECT coverage_pct, models FROM analytics.embedding_coverage WHERE author = %s", (author,)
     ).fetchone()
@@ -328,21 +349,19 @@ def test_sql_models_build_statistics_that_match_the_tables(
 
 def test_sample_corpus_end_to_end(
     sample_author: str,
-    mongodb_url: str,
-    postgres_url: str,
+    instance: dg.DagsterInstance,
     conn: psycopg.Connection,
     embedder: Embedder,
 ) -> None:
     from twin_platform.settings import load_settings
 
-    sample_db = warehouse.connect(mongodb_url, load_settings().mongodb_database)
-    pipeline.sync_author(sample_db, postgres_url, sample_author, embedder)
-    counts = store.category_counts(conn, sample_author)
+    materialize_features(instance, sample_author, load_settings().mongodb_database)
+    counts = stats.category_counts(conn, sample_author)
     assert set(counts["category"]) == {"articles", "posts", "repositories"}
     assert (counts["chunks"] > 0).all() and counts["chunks"].to_list() == counts[
         "embedded"
     ].to_list()
-    quality = store.quality(conn, sample_author, 384, 256)
+    quality = measure_quality(conn, sample_author, 384, 256)
     assert quality.missing_embeddings == quality.not_unit_norm == quality.over_token_limit == 0
     paths = [
         r[0]
@@ -357,7 +376,7 @@ def test_sample_corpus_end_to_end(
         (sample_author, "%def %"),
     ).fetchone()
     assert code and code[0] > 0  # code survives cleaning, unlike the reference's character filter
-    hits = store.lexical_search(conn, "measure then argue", k=3, author=sample_author)
+    hits = search.lexical_search(conn, "measure then argue", k=3, author=sample_author)
     assert hits and all(h.author == sample_author for h in hits)
     query = embedder.encode(["How do I keep a Postgres vector index fast?"])[0]
-    assert store.vector_search(conn, query, k=3, author=sample_author)
+    assert search.vector_search(conn, query, k=3, author=sample_author)

@@ -14,10 +14,10 @@ import dagster as dg
 import pytest
 from pymongo.database import Database
 
+from twin_platform.collection.ingest import ingest_author
+from twin_platform.collection.sources import AuthorConfig, SourceSpec, register_author
 from twin_platform.documents import Category
-from twin_platform.ingest import ingest_author
 from twin_platform.settings import load_settings
-from twin_platform.sources import AuthorConfig, SourceSpec, register_author
 from twin_platform.storage.warehouse import connect
 
 EXPORTS = Path(__file__).parent / "fixtures" / "exports"
@@ -87,7 +87,7 @@ def materialize(
 ) -> dg.ExecuteInProcessResult:
     from assets.partitions import authors
     from assets.raw_documents import CollectConfig, raw_documents
-    from resources import WarehouseResource
+    from resources import SettingsResource, WarehouseResource
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(authors.name, [author])
@@ -96,7 +96,10 @@ def materialize(
         partition_key=author,
         instance=instance,
         raise_on_error=False,
-        resources={"warehouse": WarehouseResource(mongodb_uri=mongodb_url, database=db.name)},
+        resources={
+            "settings": SettingsResource(),
+            "warehouse": WarehouseResource(mongodb_uri=mongodb_url, database=db.name),
+        },
         run_config=dg.RunConfig(
             ops={"raw_documents": CollectConfig(sources_file=str(sources_file))}
         ),

@@ -19,9 +19,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twin_platform.crawlers.base import Collected
-from twin_platform.crawlers.extract import html_to_markdown, main_content
-from twin_platform.importers import import_export
+from twin_platform.collection.collected import Collected
+from twin_platform.collection.html import html_to_markdown, main_content
+from twin_platform.collection.importers import import_export
 
 AUTHOR = "ada-quill"
 EXAMPLES = settings(

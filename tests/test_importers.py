@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from twin_platform.importers import ExportError, detect_kind, import_export
+from twin_platform.collection.importers import (
+    ExportError,
+    ImportOptions,
+    detect_kind,
+    import_export,
+)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "exports"
 BROKEN = Path(__file__).parent / "fixtures" / "exports"
@@ -33,7 +38,11 @@ def test_detection_falls_back_to_a_plain_folder() -> None:
 
 
 def test_substack_export() -> None:
-    result = import_export(SAMPLE / "substack", AUTHOR, base_url="https://adaquill.substack.com/")
+    result = import_export(
+        SAMPLE / "substack",
+        AUTHOR,
+        options=ImportOptions(base_url="https://adaquill.substack.com/"),
+    )
     assert not result.failures
     assert len(result.documents) == 28
     assert [s.reason for s in result.skipped] == [
@@ -107,8 +116,10 @@ def test_x_archive() -> None:
 @pytest.mark.parametrize("kind", ["substack", "linkedin", "medium", "x"])
 def test_zip_and_folder_give_the_same_documents(kind: str, tmp_path: Path) -> None:
     archive = zip_folder(SAMPLE / kind, tmp_path / f"{kind}.zip", wrap=f"{kind}-export-2025")
-    from_zip = import_export(archive, AUTHOR, base_url="https://a.example")
-    from_folder = import_export(SAMPLE / kind, AUTHOR, base_url="https://a.example")
+    from_zip = import_export(archive, AUTHOR, options=ImportOptions(base_url="https://a.example"))
+    from_folder = import_export(
+        SAMPLE / kind, AUTHOR, options=ImportOptions(base_url="https://a.example")
+    )
     key = lambda d: (d.title or "", d.content_hash)  # noqa: E731
     assert sorted(map(key, from_zip.documents)) == sorted(map(key, from_folder.documents))
     assert not list(tmp_path.glob("twin-export-*"))
@@ -233,7 +244,9 @@ def indent_of(content: str, item: str) -> int:
 
 def test_rich_substack_post_keeps_its_structure() -> None:
     result = import_export(
-        BROKEN / "rich_substack", AUTHOR, base_url="https://adaquill.substack.com"
+        BROKEN / "rich_substack",
+        AUTHOR,
+        options=ImportOptions(base_url="https://adaquill.substack.com"),
     )
     assert not result.failures and [s.reason for s in result.skipped] == [
         "draft 200002.notes-for-later (not published)"

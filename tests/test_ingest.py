@@ -6,13 +6,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import ingest_sample
 from fixtures.recorded_site import RecordedSite, serve
 from pymongo.database import Database
 
-from twin_platform.documents import Post
-from twin_platform.ingest import check_documents, ingest_author, ingest_sample
-from twin_platform.settings import Settings, load_settings
-from twin_platform.sources import (
+from twin_platform.collection.checks import check_documents
+from twin_platform.collection.ingest import ingest_author
+from twin_platform.collection.sources import (
     SAMPLE_AUTHORS_FILE,
     AuthorConfig,
     SourceSpec,
@@ -21,6 +21,8 @@ from twin_platform.sources import (
     register_author,
     register_sample_author,
 )
+from twin_platform.documents import Post
+from twin_platform.settings import Settings, load_settings
 from twin_platform.storage.warehouse import Category, connect
 
 BROKEN = Path(__file__).parent / "fixtures" / "exports"
@@ -145,12 +147,12 @@ def test_checks_catch_bad_documents(db: Database) -> None:
         {"author": "a", "platform": "github", "url": "https://x.com/a/status/2", "content": "  "}
     )
     outcomes = {o.name: o for o in check_documents(db, "a", Category.POSTS)}
-    assert not outcomes["no_empty_content"].passed and outcomes["no_empty_content"].examples == [
-        "https://x.com/a/status/2"
-    ]
+    assert not outcomes["no_empty_content"].passed and outcomes["no_empty_content"].metadata[
+        "examples"
+    ] == ["https://x.com/a/status/2"]
     assert (
         not outcomes["valid_category"].passed
-        and "not a posts platform" in outcomes["valid_category"].examples[0]
+        and "not a posts platform" in outcomes["valid_category"].metadata["examples"][0]
     )
     db.posts.insert_one(
         {"author": "a", "platform": "x", "url": "https://X.com/a/status/1/", "content": "dup"}
@@ -210,7 +212,7 @@ def test_parse_source() -> None:
 def test_raw_assets_materialize_with_metadata_and_passing_checks(mongodb_url: str) -> None:
     from assets.partitions import authors
     from assets.raw_documents import CollectConfig, raw_documents
-    from resources import WarehouseResource
+    from resources import SettingsResource, WarehouseResource
 
     database = f"test_assets_{uuid.uuid4().hex[:8]}"
     instance = dg.DagsterInstance.ephemeral()
@@ -219,7 +221,10 @@ def test_raw_assets_materialize_with_metadata_and_passing_checks(mongodb_url: st
         [raw_documents],
         partition_key="ada-quill",
         instance=instance,
-        resources={"warehouse": WarehouseResource(mongodb_uri=mongodb_url, database=database)},
+        resources={
+            "settings": SettingsResource(),
+            "warehouse": WarehouseResource(mongodb_uri=mongodb_url, database=database),
+        },
         run_config=dg.RunConfig(
             ops={"raw_documents": CollectConfig(sources_file=str(SAMPLE_AUTHORS_FILE))}
         ),
@@ -245,7 +250,7 @@ def test_raw_assets_materialize_with_metadata_and_passing_checks(mongodb_url: st
 def test_unknown_author_fails_with_a_clear_message(mongodb_url: str, tmp_path: Path) -> None:
     from assets.partitions import authors
     from assets.raw_documents import CollectConfig, raw_documents
-    from resources import WarehouseResource
+    from resources import SettingsResource, WarehouseResource
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(authors.name, ["nobody"])
@@ -254,7 +259,10 @@ def test_unknown_author_fails_with_a_clear_message(mongodb_url: str, tmp_path: P
         partition_key="nobody",
         instance=instance,
         raise_on_error=False,
-        resources={"warehouse": WarehouseResource(mongodb_uri=mongodb_url)},
+        resources={
+            "settings": SettingsResource(),
+            "warehouse": WarehouseResource(mongodb_uri=mongodb_url),
+        },
         run_config=dg.RunConfig(
             ops={"raw_documents": CollectConfig(sources_file=str(tmp_path / "none.yaml"))}
         ),
@@ -275,10 +283,9 @@ def test_add_author_job_and_sensor(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     first = author_sources(dg.build_sensor_context(instance=instance))
     assert [r.partition_key for r in first.run_requests] == ["ada-quill"]
-    assert first.dynamic_partitions_requests[0].partition_keys == ["ada-quill"]
-    instance.add_dynamic_partitions("authors", ["ada-quill"])
+    assert instance.get_dynamic_partitions("authors") == ["ada-quill"]  # added by the sensor
     quiet = author_sources(dg.build_sensor_context(instance=instance, cursor=first.cursor))
-    assert quiet.run_requests == [] and quiet.dynamic_partitions_requests == []
+    assert quiet.run_requests == []
 
     result = add_author.execute_in_process(
         instance=instance,
@@ -298,7 +305,6 @@ def test_add_author_job_and_sensor(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert load_sources(sources_file).get("bob").sources[0].url == "https://bob.substack.com"
     after = author_sources(dg.build_sensor_context(instance=instance, cursor=quiet.cursor))
     assert [r.partition_key for r in after.run_requests] == ["bob"]
-    assert after.dynamic_partitions_requests == []  # the job already added the partition
 
 
 def test_concurrent_runs_never_duplicate(db: Database) -> None:
@@ -336,7 +342,9 @@ def test_twin_ingest_cli(mongodb_url: str, tmp_path: Path, monkeypatch: pytest.M
     ]
     first = runner.invoke(cli.app, args)
     assert first.exit_code == 0, first.output
-    assert dg.DagsterInstance.get().has_dynamic_partition("authors", "cli-author")
+    from cli.common import open_instance
+
+    assert open_instance(load_settings()).has_dynamic_partition("authors", "cli-author")
     again = runner.invoke(cli.app, ["ingest", "--author", "cli-author"])
     assert again.exit_code == 0, again.output
     assert (

@@ -1,4 +1,5 @@
-"""The local LLM runtime on the real bundled SmolLM2 GGUF, a tiny real transformers model, and litellm."""
+"""The local LLM runtime on the real bundled SmolLM2 GGUF, a tiny real transformers model, and the
+factory that opens it (or a litellm model)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from typing import TypeVar
 import pytest
 
 from twin_platform.llm.batching import BatchingError
-from twin_platform.llm.local import ChatResult, LocalChatModel, bundled_gguf_path, get_local_model
+from twin_platform.llm.chat import ChatResult
+from twin_platform.llm.factory import open_chat_model
+from twin_platform.llm.local import LocalChatModel, bundled_gguf_path
+from twin_platform.llm.options import LLMOptions
 from twin_platform.prompts import chat_messages
+from twin_platform.settings import load_settings
 
 T = TypeVar("T")
 
@@ -26,7 +31,9 @@ YES_NO = {
 
 @pytest.fixture(scope="module")
 def model() -> LocalChatModel:
-    return get_local_model()
+    local = open_chat_model(LLMOptions(model="twin-local/smollm2"))
+    assert isinstance(local, LocalChatModel)
+    return local
 
 
 def test_bundled_gguf_is_found_without_importing_its_package() -> None:
@@ -65,8 +72,8 @@ def test_stream_yields_the_same_text_as_chat(model: LocalChatModel) -> None:
 
 
 def test_model_is_cached_per_process_and_safe_across_threads(model: LocalChatModel) -> None:
-    assert get_local_model() is model
-    assert get_local_model(bundled_gguf_path()) is model
+    assert open_chat_model(LLMOptions(model="twin-local/smollm2")) is model
+    assert open_chat_model(LLMOptions(model=f"twin-local/{bundled_gguf_path()}")) is model
     results: list[ChatResult] = []
 
     def ask() -> None:
@@ -145,7 +152,8 @@ def batched_model(varied_hf_model: Path) -> Iterator[LocalChatModel]:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TWIN_LLM_BATCHING", "on")
         env.setenv("TWIN_LLM_MAX_BATCH_SIZE", "4")
-        model = LocalChatModel(varied_hf_model, device="cpu")
+        options = LLMOptions.from_settings(load_settings())
+    model = LocalChatModel.from_options(varied_hf_model, options, device="cpu")
     yield model
     model.close()
 
@@ -245,47 +253,39 @@ def test_cuda_batches_concurrent_requests_by_default(varied_hf_model: Path) -> N
         model.close()
 
 
-def test_litellm_routes_twin_local_to_the_in_process_model(twin_home: Path) -> None:
-    import litellm
-
-    from twin_platform.llm.provider import complete, register
-
-    register()
-    response = litellm.completion(
-        model="twin-local/smollm2",
-        messages=chat_messages("Name a colour."),
-        max_tokens=8,
-        temperature=0.0,
+def test_factory_routes_twin_local_to_the_in_process_model(
+    model: LocalChatModel, twin_home: Path
+) -> None:
+    # The platform's entry point: options from the settings (TWIN_LLM_MODEL, default
+    # twin-local/smollm2) give the process's one in-process model.
+    options = LLMOptions.from_settings(load_settings())
+    assert options.model == "twin-local/smollm2"
+    chat_model = open_chat_model(options)
+    assert chat_model is model
+    result = chat_model.chat(chat_messages("Name a colour."), max_tokens=8, temperature=0.0)
+    assert result.text.strip()
+    assert 0 < result.completion_tokens <= 8
+    streamed = "".join(
+        chat_model.stream(chat_messages("Name a colour."), max_tokens=8, temperature=0.0)
     )
-    assert response.choices[0].message.content.strip()
-    assert 0 < response.usage.completion_tokens <= 8
-    chunks = litellm.completion(
-        model="twin-local/smollm2",
-        messages=chat_messages("Name a colour."),
-        max_tokens=8,
-        temperature=0.0,
-        stream=True,
+    assert streamed == result.text
+    # A JSON schema reaches llama.cpp's grammar.
+    answer = chat_model.chat(
+        [{"role": "user", "content": "Is SQL a language?"}],
+        max_tokens=24,
+        temperature=0.7,
+        json_schema=YES_NO,
     )
-    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert streamed == response.choices[0].message.content
-
-    # The platform's entry point: the model comes from TWIN_LLM_MODEL (default twin-local/smollm2), and a
-    # JSON schema travels as an OpenAI response_format down to llama.cpp's grammar.
-    completion = complete(
-        [{"role": "user", "content": "Is SQL a language?"}], max_tokens=24, json_schema=YES_NO
-    )
-    assert completion.model == "twin-local/smollm2"
-    assert json.loads(completion.text)["answer"] in {"yes", "no"}
+    assert json.loads(answer.text)["answer"] in {"yes", "no"}
 
 
 def test_a_backend_that_is_down_raises_quickly(twin_home: Path) -> None:
-    from twin_platform.llm.provider import complete
-    from twin_platform.services.process import free_port
+    from twin_platform.servers.process import free_port
 
+    options = LLMOptions(
+        model="openai/any-model", api_base=f"http://127.0.0.1:{free_port()}/v1", timeout_s=5
+    )
     with pytest.raises(Exception, match=r"(?i)connect"):
-        complete(
-            [{"role": "user", "content": "hi"}],
-            model="openai/any-model",
-            api_base=f"http://127.0.0.1:{free_port()}/v1",
-            timeout_s=5,
+        open_chat_model(options).chat(
+            [{"role": "user", "content": "hi"}], max_tokens=8, temperature=0.0
         )

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from twin_platform.llm.local import get_local_model
-from twin_platform.llm.provider import complete
+from twin_platform.llm.factory import open_chat_model
+from twin_platform.llm.options import LLMOptions
 from twin_platform.llm.smoke_check import MIN_PROMPT_TOKENS, long_prompt
 
 # AMX tile loads and dot products, and any instruction on a 512-bit register (AVX-512).
@@ -59,11 +59,11 @@ def test_smoke_check_generates_from_a_long_prompt_in_a_child_process() -> None:
 
 
 def test_datasets_llm_path_answers_a_long_prompt() -> None:
-    """Dataset generation calls litellm's `twin-local` provider, which runs the in-process model."""
-    prompt = long_prompt(get_local_model().count_tokens)
-    result = complete(
+    """Dataset generation opens `twin-local/smollm2`, which runs the in-process model."""
+    model = open_chat_model(LLMOptions(model="twin-local/smollm2"))
+    prompt = long_prompt(model.count_tokens)
+    result = model.chat(
         [{"role": "user", "content": prompt + "\nName the main topic in three words."}],
-        model="twin-local/smollm2",
         max_tokens=8,
         temperature=0.0,
     )

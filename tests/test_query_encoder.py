@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from twin_platform.features import query_encoder as qe
 from twin_platform.features.embedding import load_embedder, resolve_model_path
-from twin_platform.rag import query_encoder as qe
-from twin_platform.rag.retriever import BatchedEncoder
+from twin_platform.features.query_encoder import BatchedEncoder
 from twin_platform.settings import load_settings
 
 TEXTS = [

@@ -15,19 +15,24 @@ from rag_fixtures import load_corpus
 from twin_platform.monitoring import Trace, TraceWriter, add_feedback, summarize
 from twin_platform.prompts import chat_messages
 from twin_platform.rag import context, expansion, rerank, self_query
-from twin_platform.rag.retriever import (
-    Refreshed,
-    RetrievedChunk,
-    deduplicate,
-    reciprocal_rank_fusion,
-)
+from twin_platform.rag.retriever import Refreshed, deduplicate, reciprocal_rank_fusion
 from twin_platform.settings import load_settings
+from twin_platform.storage.feature_store.records import Chunk
 
 AUTHORS = ["rhea-vance", "bob-stone", "ada-quill"]
 
 
-def chunk(chunk_id: str, content: str = "", **ranks: int) -> RetrievedChunk:
-    return RetrievedChunk(chunk_id, "d", "a", "posts", "u", content or chunk_id, 0.5, ranks=ranks)
+def chunk(chunk_id: str, content: str = "", **ranks: int) -> Chunk:
+    return Chunk(
+        chunk_id=chunk_id,
+        document_id="d",
+        author="a",
+        category="posts",
+        source_url="u",
+        content=content or chunk_id,
+        similarity=0.5,
+        ranks=ranks,
+    )
 
 
 # Pure steps ---------------------------------------------------------------------------------------
@@ -158,9 +163,11 @@ def corpus(postgres_url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pipeline(postgres_url: str, corpus: dict[str, str]) -> Iterator[Any]:
+    from twin_platform.features.query_encoder import default_encoder
     from twin_platform.rag.generation import Generator, resolve_served_model
     from twin_platform.rag.pipeline import RagPipeline
-    from twin_platform.rag.retriever import Retriever, default_encoder, open_pool
+    from twin_platform.rag.retriever import Retriever
+    from twin_platform.storage.postgres import open_pool
 
     settings = load_settings()
     pool = open_pool(postgres_url, max_size=4)
@@ -206,16 +213,9 @@ def test_retrieval_finds_the_right_chunk(
 
 
 @pytest.fixture(scope="module")
-def sample_corpus(sample_author: str, mongodb_url: str, postgres_url: str) -> str:
-    """The sample corpus (data/sample) through the real feature pipeline into the store."""
-    from twin_platform.features.embedding import load_embedder
-    from twin_platform.features.pipeline import sync_author
-    from twin_platform.storage.warehouse import connect as warehouse
-
-    settings = load_settings()
-    db = warehouse(mongodb_url, settings.mongodb_database)
-    sync_author(db, postgres_url, sample_author, load_embedder(settings.embedding_model))
-    return sample_author
+def sample_corpus(sample_features: str) -> str:
+    """The sample corpus (data/sample) through the real feature assets into the store."""
+    return sample_features
 
 
 @pytest.mark.parametrize(
@@ -284,8 +284,7 @@ def test_answer_uses_the_training_prompt_format(pipeline: Any, corpus: dict[str,
 
 
 def test_traces_feedback_and_summary(postgres_url: str) -> None:
-    from twin_platform.rag.retriever import open_pool
-    from twin_platform.storage.postgres import connect
+    from twin_platform.storage.postgres import connect, open_pool
 
     pool = open_pool(postgres_url, max_size=2)
     writer = TraceWriter(pool)
@@ -328,7 +327,7 @@ def test_api_traffic_asset(postgres_url: str) -> None:
 
     from assets.monitoring import api_error_rate, api_traffic
     from resources import PostgresResource
-    from twin_platform.rag.retriever import open_pool
+    from twin_platform.storage.postgres import open_pool
 
     pool = open_pool(postgres_url, max_size=1)
     writer = TraceWriter(pool)

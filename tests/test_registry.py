@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from twin_platform.registry import CANDIDATE, PRODUCTION, ModelRegistry, ModelVersion, RegistryError
+from twin_platform.settings import load_settings
 
 
 def hf_folder(path: Path, weights: bytes) -> Path:
@@ -109,9 +110,12 @@ def test_from_settings_defaults_under_twin_home(
 ) -> None:
     monkeypatch.setenv("TWIN_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TWIN_MODEL_REGISTRY", raising=False)
-    assert ModelRegistry.from_settings().root == (tmp_path / "home" / "models").resolve()
+    assert (
+        ModelRegistry.from_settings(load_settings()).root
+        == (tmp_path / "home" / "models").resolve()
+    )
     monkeypatch.setenv("TWIN_MODEL_REGISTRY", str(tmp_path / "elsewhere"))
-    assert ModelRegistry.from_settings().root == (tmp_path / "elsewhere").resolve()
+    assert ModelRegistry.from_settings(load_settings()).root == (tmp_path / "elsewhere").resolve()
 
 
 def test_s3_registry_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,7 +123,7 @@ def test_s3_registry_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from twin_platform.services.process import free_port
+    from twin_platform.servers.process import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)

@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from twin_platform import services
-from twin_platform.services import process
-from twin_platform.services.common import ServiceError
+from twin_platform import servers
+from twin_platform.servers import process
+from twin_platform.servers.common import ServiceError
 from twin_platform.settings import load_settings
 
 
@@ -30,7 +30,7 @@ def _in_another_process(code: str) -> str:
 
 
 def test_status_reports_running_services_with_uris(postgres_url: str, mongodb_url: str) -> None:
-    statuses = {s.name: s for s in services.status()}
+    statuses = {s.name: s for s in servers.status(load_settings())}
     assert statuses["postgres"].state == "running"
     assert statuses["postgres"].uri == postgres_url
     assert statuses["postgres"].uri.startswith("postgresql://")
@@ -46,8 +46,8 @@ def test_second_process_reuses_the_running_servers(postgres_url: str, mongodb_ur
     with psycopg.connect(postgres_url) as conn:
         pg_pid = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
     code = (
-        "from twin_platform import services; "
-        "print(services.postgres_uri()); print(services.mongodb_uri())"
+        "from twin_platform import servers; from twin_platform.settings import load_settings; "
+        "print(servers.postgres_uri(load_settings())); print(servers.mongodb_uri(load_settings()))"
     )
     assert _in_another_process(code).splitlines() == [postgres_url, mongodb_url]
     assert process.read_record(settings.run_dir / "mongo.pid").pid == mongo_pid  # type: ignore[union-attr]
@@ -59,7 +59,8 @@ def test_schema_is_migrated_once(postgres_url: str) -> None:
     from twin_platform.storage import postgres as pg_store
 
     assert pg_store.migrate(postgres_url) == []  # already applied at start
-    info = pg_store.describe(postgres_url)
+    with pg_store.connect(postgres_url) as conn:
+        info = pg_store.describe(conn)
     assert "vector" in info["extensions"]
     assert info["migrations"] == [version for version, _ in pg_store.migration_files()]
 
@@ -71,10 +72,10 @@ def test_mongo_recovers_from_a_killed_server_and_a_stale_pid_file(mongodb_url: s
     assert record is not None
     process.terminate(record)  # the server died; its pid file remains
     assert pid_file.exists()
-    assert services.status()[1].state == "stopped"
-    new_uri = services.mongodb_uri()
+    assert servers.status(load_settings())[1].state == "stopped"
+    new_uri = servers.mongodb_uri(load_settings())
     assert process.read_record(pid_file).pid != record.pid  # type: ignore[union-attr]
-    assert services.status()[1].uri == new_uri
+    assert servers.status(load_settings())[1].uri == new_uri
 
 
 def test_corrupt_pid_file_is_treated_as_stale(tmp_path: Path) -> None:
@@ -92,35 +93,35 @@ def test_mongo_takes_another_port_when_its_port_is_taken(twin_home: Path) -> Non
         taken = blocker.getsockname()[1]
         settings = load_settings(home=home, mongo_port=taken)
         try:
-            uri = services.mongodb_uri(settings)
+            uri = servers.mongodb_uri(settings)
             assert uri != f"mongodb://127.0.0.1:{taken}/"
-            services.mongo.ping(uri)
+            servers.mongo.ping(uri)
         finally:
-            services.mongo.stop_embedded(settings.run_dir)
+            servers.mongo.stop_embedded(settings.run_dir)
 
 
 def test_bad_database_url_gives_one_clear_line(twin_home: Path) -> None:
     settings = load_settings(database_url="postgresql://twin:s3cret@127.0.0.1:1/twin")
     with pytest.raises(ServiceError) as err:
-        services.postgres_uri(settings)
+        servers.postgres_uri(settings)
     message = str(err.value)
     assert "\n" not in message
     assert "DATABASE_URL" in message
     assert "s3cret" not in message and "***" in message
-    assert services.status(settings)[0].state == "unreachable"
+    assert servers.status(settings)[0].state == "unreachable"
 
 
 def test_bad_mongodb_uri_gives_one_clear_line(twin_home: Path) -> None:
     port = process.free_port()
     with pytest.raises(ServiceError, match="MONGODB_URI"):
-        services.mongodb_uri(load_settings(mongodb_uri=f"mongodb://127.0.0.1:{port}/"))
+        servers.mongodb_uri(load_settings(mongodb_uri=f"mongodb://127.0.0.1:{port}/"))
 
 
 def test_unwritable_home_is_reported(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with pytest.raises(ServiceError, match="TWIN_HOME"):
-        services.mongodb_uri(load_settings(home=blocker / "home"))
+        servers.mongodb_uri(load_settings(home=blocker / "home"))
 
 
 def test_data_survives_a_restart(postgres_url: str, mongodb_url: str) -> None:
@@ -132,12 +133,12 @@ def test_data_survives_a_restart(postgres_url: str, mongodb_url: str) -> None:
 
     warehouse.connect(mongodb_url, "probe")["notes"].insert_one({"v": "kept"})
 
-    assert sorted(services.down(settings)) == ["mongodb", "postgres"]
-    assert [s.state for s in services.status(settings)] == ["stopped", "stopped"]
+    assert sorted(servers.down(settings)) == ["mongodb", "postgres"]
+    assert [s.state for s in servers.status(settings)] == ["stopped", "stopped"]
 
-    statuses = services.up(settings)
+    statuses = servers.up(settings)
     assert [s.state for s in statuses] == ["running", "running"]
-    pg_uri, mongo_uri = services.postgres_uri(), services.mongodb_uri()
+    pg_uri, mongo_uri = servers.postgres_uri(load_settings()), servers.mongodb_uri(load_settings())
     with psycopg.connect(pg_uri) as conn:
         assert conn.execute("SELECT count(*) FROM restart_probe").fetchone()[0] == 1
     assert warehouse.connect(mongo_uri, "probe")["notes"].count_documents({"v": "kept"}) == 1
@@ -158,7 +159,7 @@ def test_embedded_postgres_gets_its_shared_buffers_and_survives_an_impossible_on
     import shutil
     import tempfile
 
-    from twin_platform.services import postgres
+    from twin_platform.servers import postgres
 
     home = Path(tempfile.mkdtemp(prefix="twin-test-pg-"))  # not tmp_path: see conftest.twin_home
     data = home / "postgres"

@@ -7,6 +7,7 @@ import pymongo
 import pymongo.errors
 import pytest
 
+from twin_platform.documents import Category
 from twin_platform.storage import postgres as pg_store
 from twin_platform.storage import warehouse
 
@@ -51,7 +52,7 @@ def test_upsert_unique_index_and_aggregate(mongodb_url: str) -> None:
     db = warehouse.connect(mongodb_url, "store_test")
     warehouse.ensure_indexes(db)
     warehouse.ensure_indexes(db)  # idempotent
-    posts = db[warehouse.Category.POSTS]
+    posts = db[Category.POSTS]
     for _ in range(3):
         posts.update_one(
             {"author": "ada", "url": "https://x.test/1"},
@@ -64,4 +65,5 @@ def test_upsert_unique_index_and_aggregate(mongodb_url: str) -> None:
     assert posts.count_documents({}) == 2
     with pytest.raises(pymongo.errors.DuplicateKeyError):
         posts.insert_one({"author": "ada", "url": "https://x.test/1"})
-    assert warehouse.counts_by_author(db, warehouse.Category.POSTS) == {"ada": 1, "bob": 1}
+    by_author = posts.aggregate([{"$group": {"_id": "$author", "n": {"$sum": 1}}}])
+    assert {row["_id"]: row["n"] for row in by_author} == {"ada": 1, "bob": 1}

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from resources import SettingsResource
 from resources.training import (
     TrainingLauncher,
     docker_container_kwargs,
@@ -20,7 +21,7 @@ from resources.training import (
 )
 from twin_platform.prompts import chat_messages
 from twin_platform.registry import CANDIDATE, ModelRegistry
-from twin_platform.settings import PROJECT_ROOT
+from twin_platform.settings import load_settings
 from twin_platform.training.config import (
     ALL_LINEAR,
     TrainingConfig,
@@ -31,7 +32,6 @@ from twin_platform.training.config import (
 from twin_platform.training.data import DatasetError, read_rows
 from twin_platform.training.runner import TrainingError, TrainingResult
 
-TOKENIZER_CACHE = PROJECT_ROOT / ".twin" / "cache" / "smollm2-tokenizer"
 AUTHOR = "Ada"
 FACTS = [
     (
@@ -73,36 +73,6 @@ def preference_rows(repeat: int = 4) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with the real SmolLM2 tokenizer (read once from the GGUF, then cached)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from twin_platform.models.base_model import bundled_tokenizer
-
-    tokenizer = bundled_tokenizer(cache_dir=TOKENIZER_CACHE)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        initializer_range=0.3,  # confident random logits: LoRA can move them within a few steps
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
 def data_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("datasets")
     write_jsonl(root / "instruction" / "train.jsonl", instruction_rows())
@@ -136,6 +106,7 @@ def tiny_config(
         report_to=[],
         registry=str(out.parent / "registry"),
         lineage={"author": AUTHOR},
+        wandb_dir=load_settings().wandb_dir,
     )
 
 
@@ -376,7 +347,7 @@ def test_sft_asset_trains_through_pipes(
     }
     result = dg.materialize(
         [stub_base, stub_dataset, sft_model],
-        resources={"training": TrainingLauncher()},
+        resources={"settings": SettingsResource(), "training": TrainingLauncher()},
         instance=instance,
         partition_key=AUTHOR,
         run_config={"ops": {"sft_model": {"config": run_config}}},
@@ -392,7 +363,7 @@ def test_sft_asset_trains_through_pipes(
         version.version == metadata["model_version"].value
         and (version.path / "config.json").is_file()
     )
-    assert ModelRegistry.from_settings().resolve("twin", CANDIDATE) == version
+    assert ModelRegistry.from_settings(load_settings()).resolve("twin", CANDIDATE) == version
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "loss_decreased" and check.passed
     logs = [entry.user_message for entry in instance.all_logs(result.run_id)]

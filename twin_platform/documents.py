@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, computed_field
 
-from twin_platform.storage.warehouse import Category
+
+class Category(StrEnum):
+    """What a document is, whatever platform it came from; one warehouse collection each."""
+
+    ARTICLES = "articles"
+    POSTS = "posts"
+    REPOSITORIES = "repositories"
 
 
 def content_hash(text: str) -> str:

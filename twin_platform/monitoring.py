@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 
+from twin_platform.reporting import figure, image_markdown, markdown_table
+
 log = logging.getLogger(__name__)
 
 
@@ -212,38 +214,22 @@ def summarize(conn: psycopg.Connection, hours: float = 24.0) -> TrafficSummary:
 
 def summary_markdown(summary: TrafficSummary) -> str:
     """Latency percentiles per stage as a Markdown table."""
-    lines = ["| stage | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|"]
-    lines += [
-        f"| {stage} | {p['p50']} | {p['p95']} | {p['p99']} |"
-        for stage, p in summary.latency_percentiles_ms.items()
-    ]
-    return "\n".join(lines)
+    rows = [{"stage": stage, **p} for stage, p in summary.latency_percentiles_ms.items()]
+    return markdown_table(rows, ["stage", "p50", "p95", "p99"])
 
 
 def traffic_plot(summary: TrafficSummary) -> str:
     """Requests and errors per hour, and the histogram of request latency, as a Markdown image."""
-    import base64
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    hours = [h for h, _, _ in summary.per_hour]
-    left.bar(hours, [n for _, n, _ in summary.per_hour], width=0.03, label="requests")
-    left.bar(
-        hours, [e for _, _, e in summary.per_hour], width=0.03, color="tab:red", label="errors"
-    )
-    left.set_title("requests per hour")
-    left.legend()
-    left.tick_params(axis="x", labelrotation=30, labelsize=7)
-    right.hist(summary.totals_ms or [0], bins=40, color="tab:green")
-    right.set_title("request latency (ms)")
-    right.set_yscale("log")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return f"![traffic](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+    with figure("API traffic", size=(10, 3.2), ncols=2) as (fig, (left, right)):
+        hours = [h for h, _, _ in summary.per_hour]
+        left.bar(hours, [n for _, n, _ in summary.per_hour], width=0.03, label="requests")
+        left.bar(
+            hours, [e for _, _, e in summary.per_hour], width=0.03, color="tab:red", label="errors"
+        )
+        left.set_title("requests per hour")
+        left.legend()
+        left.tick_params(axis="x", labelrotation=30, labelsize=7)
+        right.hist(summary.totals_ms or [0], bins=40, color="tab:green")
+        right.set_title("request latency (ms)")
+        right.set_yscale("log")
+        return image_markdown(fig, "traffic")

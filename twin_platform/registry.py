@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from twin_platform.fsutil import publishing, write_atomic
+from twin_platform.settings import Settings
+
 CANDIDATE = "candidate"
 PRODUCTION = "production"
 MANIFEST = "manifest.json"
@@ -66,7 +69,7 @@ def folder_digest(folder: Path) -> str:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    from twin_platform.services.process import exclusive_lock
+    from twin_platform.servers.process import exclusive_lock
 
     with exclusive_lock(path):
         yield
@@ -89,15 +92,9 @@ class ModelRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def from_settings(cls, settings: Any = None) -> ModelRegistry:
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
         """The registry configured by TWIN_MODEL_REGISTRY (default: TWIN_HOME/models)."""
-        from twin_platform.settings import load_settings
-
-        settings = settings or load_settings()
-        return cls(
-            settings.model_registry or settings.home / "models",
-            cache_dir=settings.home / "models-cache",
-        )
+        return cls(settings.model_registry_root, cache_dir=settings.models_cache_dir)
 
     def __repr__(self) -> str:
         return f"ModelRegistry({self._s3.uri if self._s3 else str(self.root)!r})"
@@ -173,16 +170,9 @@ class ModelRegistry:
             if self._s3:
                 self._s3.upload(source, name, version, full_manifest)
                 return self._s3.fetch(name, version)
-            versions_dir = self.root / name / "versions"
-            versions_dir.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=versions_dir))
-            try:
+            with publishing(self.root / name / "versions" / str(version)) as staging:
                 shutil.copytree(source, staging, dirs_exist_ok=True)
                 (staging / MANIFEST).write_text(json.dumps(full_manifest, indent=2, default=str))
-                staging.rename(versions_dir / str(version))
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
             return self._local_version(name, version)
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
@@ -194,10 +184,9 @@ class ModelRegistry:
             if self._s3:
                 self._s3.write_aliases(name, aliases)
             else:
-                path = self.root / name / "aliases.json"
-                tmp = path.with_suffix(".json.tmp")
-                tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True))
-                os.replace(tmp, path)
+                write_atomic(
+                    self.root / name / "aliases.json", json.dumps(aliases, indent=2, sort_keys=True)
+                )
         return target
 
     def _manifests(self, name: str) -> dict[int, dict[str, Any]]:
@@ -262,16 +251,13 @@ class _S3Store:
     def fetch(self, name: str, version: int) -> ModelVersion:
         local = self.cache / name / "versions" / str(version)
         if not (local / MANIFEST).is_file():
-            local.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=local.parent))
             prefix = self._key(name, "versions", version, "")
-            for page in self._list(prefix, delimiter=""):
-                for obj in page.get("Contents", []):
-                    target = staging / obj["Key"][len(prefix) :]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    self.client.download_file(self.bucket, obj["Key"], str(target))
-            shutil.rmtree(local, ignore_errors=True)
-            staging.rename(local)
+            with publishing(local, replace=True) as staging:
+                for page in self._list(prefix, delimiter=""):
+                    for obj in page.get("Contents", []):
+                        target = staging / obj["Key"][len(prefix) :]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        self.client.download_file(self.bucket, obj["Key"], str(target))
         return ModelVersion(name, version, local, json.loads((local / MANIFEST).read_text()))
 
     def manifest(self, name: str, version: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -46,9 +47,14 @@ class Settings(BaseSettings):
         default=27017, description="Preferred port of the embedded MongoDB server."
     )
     ui_port: int = 3000
+    executor: Literal["in_process", "multiprocess"] = Field(
+        default="in_process",
+        description="Dagster executor: in_process (local: steps share one process and its loaded"
+        " models) or multiprocess (production: a process per step, run in parallel).",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    # Data collection (twin_platform/crawlers, importers, sources, ingest)
+    # Data collection (twin_platform/collection/crawlers, importers, sources, ingest)
     sources_file: Path | None = Field(
         default=None,
         description="Authors and their sources (YAML); unset = TWIN_HOME/authors.yaml.",
@@ -106,7 +112,15 @@ class Settings(BaseSettings):
     )
     serve_model: str | None = Field(
         default=None,
-        description="Model the API serves (path or HF id); unset = registry 'production', else the base GGUF.",
+        description="Model the API serves: a path or HF id (in process), or a litellm model string"
+        " (openai/NAME + TWIN_SERVE_API_BASE for a vLLM server); unset = registry 'production', else"
+        " the base GGUF.",
+    )
+    serve_api_base: str | None = Field(
+        default=None, description="OpenAI-compatible server of TWIN_SERVE_MODEL."
+    )
+    serve_api_key: SecretStr | None = Field(
+        default=None, description="Key for TWIN_SERVE_API_BASE."
     )
     serve_model_name: str = Field(
         default="twin", description="Registry name looked up for serving."
@@ -238,6 +252,8 @@ class Settings(BaseSettings):
         description="pgvector HNSW candidate list per query (raised to k if lower).",
     )
 
+    # Every path under TWIN_HOME, in one place.
+
     @property
     def postgres_dir(self) -> Path:
         return self.home / "postgres"
@@ -264,9 +280,57 @@ class Settings(BaseSettings):
         """The sources YAML that `twin ingest`, the launchpad job and the sensor share."""
         return self.sources_file or self.home / "authors.yaml"
 
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def llm_cache_dir(self) -> Path:
+        """Dataset generation's LLM answers, by request hash: a re-run pays nothing."""
+        return self.home / "cache" / "llm"
+
+    @property
+    def repos_cache_dir(self) -> Path:
+        """Git clones of local repository folders (collection reads committed files only)."""
+        return self.home / "cache" / "repos"
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        return self.home / "cache" / "onnx"
+
+    @property
+    def base_models_dir(self) -> Path:
+        return self.home / "base_models"
+
+    @property
+    def training_dir(self) -> Path:
+        return self.home / "training"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.home / "wandb"
+
+    @property
+    def model_registry_root(self) -> str:
+        """TWIN_MODEL_REGISTRY, else TWIN_HOME/models."""
+        return self.model_registry or str(self.home / "models")
+
+    @property
+    def models_cache_dir(self) -> Path:
+        """Local copies of versions from an S3 registry."""
+        return self.home / "models-cache"
+
+    @property
+    def alerts_file(self) -> Path:
+        return self.home / "alerts.jsonl"
+
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings now (not cached), so a changed environment is always seen."""
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    """Read settings now (not cached), so a changed environment is always seen.
+
+    `TWIN_ENV_FILE` names the dotenv file (default `.env`; empty: none, as the tests run).
+    """
+    env_file = os.environ.get("TWIN_ENV_FILE", ".env") or None
+    settings = Settings(_env_file=env_file, **overrides)  # type: ignore[arg-type, call-arg]
     settings.home = settings.home.expanduser().resolve()
     return settings

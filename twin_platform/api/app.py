@@ -29,14 +29,14 @@ log = logging.getLogger("twin_platform.api")
 
 def build_serving(settings: Settings) -> Serving:
     """Connect and load what requests need. Heavy imports live here, not at module import."""
-    from twin_platform import services
+    from twin_platform import servers
+    from twin_platform.features.query_encoder import query_encoder
     from twin_platform.monitoring import TraceWriter
     from twin_platform.rag.generation import Generator, resolve_served_model
     from twin_platform.rag.pipeline import RagPipeline
-    from twin_platform.rag.query_encoder import query_encoder
-    from twin_platform.rag.retriever import Retriever, open_pool
+    from twin_platform.rag.retriever import Retriever, open_search_pool
 
-    pool = open_pool(services.postgres_uri(settings), ef_search=settings.hnsw_ef_search)
+    pool = open_search_pool(servers.postgres_uri(settings), settings.hnsw_ef_search)
     encoder = query_encoder(settings)
     encoder(["warm up"])
     generator = Generator(resolve_served_model(settings))

@@ -11,8 +11,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from twin_platform.storage.feature_store.records import Chunk
+
 Category = Literal["articles", "posts", "repositories"]
 MAX_QUERY_CHARS = 4000
+SNIPPET_CHARS = 300
 
 
 class Strict(BaseModel):
@@ -42,6 +45,8 @@ class RagRequest(RetrieveRequest):
 
 
 class Source(BaseModel):
+    """A retrieved chunk as responses show it: its text cut to a snippet."""
+
     chunk_id: str
     document_id: str
     author: str
@@ -49,6 +54,15 @@ class Source(BaseModel):
     source_url: str
     score: float
     snippet: str
+
+    @classmethod
+    def from_chunk(cls, chunk: Chunk) -> Source:
+        return cls(
+            **chunk.model_dump(include={"chunk_id", "document_id", "author", "category"}),
+            source_url=chunk.source_url,
+            score=round(chunk.score, 5),
+            snippet=chunk.content[:SNIPPET_CHARS],
+        )
 
 
 class Filters(BaseModel):

@@ -20,7 +20,7 @@ def traced(
     try:
         yield trace
     except Exception as exc:
-        trace.error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        record_error(trace, exc)
         submit = True
         raise
     finally:
@@ -32,3 +32,8 @@ def traced(
 def finish_stream(serving: Serving, trace: Trace, started: float) -> None:
     trace.latencies_ms["total"] = round((time.perf_counter() - started) * 1000, 2)
     serving.writer.submit(trace)
+
+
+def record_error(trace: Trace, exc: Exception) -> None:
+    """The error's type and message, cut short; never its traceback."""
+    trace.error = f"{type(exc).__name__}: {str(exc)[:500]}"

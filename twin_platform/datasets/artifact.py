@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+
+from twin_platform.fsutil import publishing
 
 DatasetKind = Literal["instruction", "preference"]
 SPLITS = ("train", "test")
@@ -103,9 +102,7 @@ def write_artifact(
     artifact = DatasetArtifact(kind=kind, author=author, version=version, path=target)
     if (target / CARD_FILE).exists():
         return artifact
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
-    try:
+    with publishing(target) as staging:  # a version another writer published first is the same
         for split in SPLITS:
             rows = splits[split]
             (staging / f"{split}.jsonl").write_text(to_jsonl(rows), encoding="utf-8")
@@ -119,9 +116,4 @@ def write_artifact(
         (staging / "README.md").write_text(render_readme(full_card), encoding="utf-8")
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text, encoding="utf-8")
-        os.replace(staging, target)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (target / CARD_FILE).exists():
-            raise
     return artifact

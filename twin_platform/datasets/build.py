@@ -28,7 +28,13 @@ from twin_platform.datasets.artifact import (
 from twin_platform.datasets.card import build_card, build_readme
 from twin_platform.datasets.curation import RuleConfig, Sample
 from twin_platform.datasets.feedback import load_feedback_pairs
-from twin_platform.datasets.generation import GenerationStats, Generator, LLMOptions, ResponseCache
+from twin_platform.datasets.generation import (
+    GenerationOptions,
+    GenerationStats,
+    Generator,
+    ResponseCache,
+)
+from twin_platform.llm.options import LLMOptions
 from twin_platform.prompts import chat_messages
 from twin_platform.settings import Settings
 
@@ -42,7 +48,7 @@ class DatasetTooSmallError(RuntimeError):
 @dataclass(frozen=True)
 class BuildOptions:
     author: str
-    llm: LLMOptions
+    generation: GenerationOptions
     max_extracts: int = 12
     min_samples: int = 5
     test_fraction: float = 0.1
@@ -58,10 +64,8 @@ class BuildOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, author: str, **overrides: Any) -> BuildOptions:
-        llm = LLMOptions(
-            model=overrides.pop("llm_model", None) or settings.llm_model,
-            api_base=settings.llm_api_base,
-            timeout_s=settings.llm_timeout_s,
+        generation = GenerationOptions(
+            llm=LLMOptions.from_settings(settings, overrides.pop("llm_model", None)),
             concurrency=settings.llm_concurrency,
             max_retries=settings.llm_max_retries,
             seed=settings.dataset_seed,
@@ -73,14 +77,14 @@ class BuildOptions:
             "seed": settings.dataset_seed,
             "rejected_max_tokens": settings.dataset_answer_max_tokens,
         } | {k: v for k, v in overrides.items() if v is not None}
-        return cls(author=author, llm=llm, **values)
+        return cls(author=author, generation=generation, **values)
 
     def recipe(self, kind: DatasetKind) -> dict[str, Any]:
         """What, besides the rows, defines a version: generator, prompts and curation settings."""
         return {
             "kind": kind,
-            "generator_model": self.llm.model,
-            "temperature": self.llm.temperature,
+            "generator_model": self.generation.llm.model,
+            "temperature": self.generation.temperature,
             "instruction_prompt": generation.INSTRUCTION_SYSTEM + generation.INSTRUCTION_USER,
             "seed": self.seed,
             "test_fraction": self.test_fraction,
@@ -124,7 +128,7 @@ def preference_row(sample: Sample, author: str) -> dict[str, Any]:
 
 
 def _generator(options: BuildOptions, cache_dir: Path) -> Generator:
-    return Generator(options.llm, ResponseCache(cache_dir), GenerationStats())
+    return Generator(options.generation, ResponseCache(cache_dir), GenerationStats())
 
 
 def _curate_common(
@@ -194,7 +198,7 @@ def _write(
         kind,
         options.author,
         splits,
-        options.llm.model,
+        options.generation.llm.model,
         curation_counts | {"llm": generation_counts},
         recipe,
     )

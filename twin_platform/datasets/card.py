@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import statistics
 from collections import Counter
 from typing import Any
 
 from twin_platform.datasets.curation import Sample
+from twin_platform.reporting import histogram_markdown, markdown_table
 
 
 def length_stats(values: list[int]) -> dict[str, float]:
@@ -91,42 +90,17 @@ Generator model: `{card["generator_model"]}`. Source documents: {card["sources"]
 """
 
 
-def preview_markdown(samples: list[Sample], limit: int = 5, width: int = 90) -> str:
-    def cell(text: str | None) -> str:
-        text = " ".join((text or "").split()).replace("|", "\\|")
-        return text if len(text) <= width else text[: width - 1] + "…"
-
-    has_rejected = any(s.rejected for s in samples)
-    header = "| instruction | answer |" + (" rejected |" if has_rejected else "")
-    rule = "|---|---|" + ("---|" if has_rejected else "")
-    lines = [
-        f"| {cell(s.instruction)} | {cell(s.answer)} |"
-        + (f" {cell(s.rejected)} |" if has_rejected else "")
-        for s in samples[:limit]
-    ]
-    return "\n".join([header, rule, *lines])
+def preview_markdown(samples: list[Sample], limit: int = 5) -> str:
+    columns = ["instruction", "answer"] + (["rejected"] if any(s.rejected for s in samples) else [])
+    rows = [{c: getattr(s, c) for c in columns} for s in samples]
+    return markdown_table(rows, columns, limit=limit, width=90)
 
 
 def length_plot_markdown(splits: dict[str, list[Sample]], kind: str) -> str:
-    """Histograms of answer (and rejected) lengths as Markdown with an inline PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Histograms of instruction, answer (and rejected) lengths, as a Markdown image."""
     rows = [s for split in splits.values() for s in split]
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
-    ax.hist([len(s.answer) for s in rows], bins=20, alpha=0.7, label="author's text")
+    series = {"author's text": [len(s.answer) for s in rows]}
     if kind == "preference":
-        ax.hist(
-            [len(s.rejected or "") for s in rows], bins=20, alpha=0.7, label="rejected (generated)"
-        )
-    ax.hist([len(s.instruction) for s in rows], bins=20, alpha=0.7, label="instruction")
-    ax.set_xlabel("characters")
-    ax.set_ylabel("rows")
-    ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return f"![lengths](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+        series["rejected (generated)"] = [len(s.rejected or "") for s in rows]
+    series["instruction"] = [len(s.instruction) for s in rows]
+    return histogram_markdown(series, "lengths", xlabel="characters", ylabel="rows", bins=20)

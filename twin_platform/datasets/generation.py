@@ -25,7 +25,9 @@ from typing import Any, TypeVar
 from twin_platform.datasets import curation
 from twin_platform.datasets.curation import REFUSAL
 from twin_platform.datasets.extracts import Extract
-from twin_platform.llm.provider import Completion, complete
+from twin_platform.llm.chat import ChatModel
+from twin_platform.llm.factory import open_chat_model
+from twin_platform.llm.options import LLMOptions
 from twin_platform.prompts import chat_messages
 
 log = logging.getLogger(__name__)
@@ -63,14 +65,25 @@ class BackendUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class LLMOptions:
-    model: str
-    api_base: str | None = None
-    timeout_s: float = 120.0
+class GenerationOptions:
+    """The chat model to call, and how dataset generation calls it."""
+
+    llm: LLMOptions
     concurrency: int = 2
     max_retries: int = 2
     temperature: float = 0.7
     seed: int = 42
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A chat result as the response cache stores it, with the model that gave it."""
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
 
 
 @dataclass
@@ -136,10 +149,10 @@ class ResponseCache:
 
 
 class Generator:
-    """Calls the LLM through litellm with caching, validation and bounded retries."""
+    """Calls the chat model of `options` with caching, validation and bounded retries."""
 
     def __init__(
-        self, options: LLMOptions, cache: ResponseCache, stats: GenerationStats | None = None
+        self, options: GenerationOptions, cache: ResponseCache, stats: GenerationStats | None = None
     ) -> None:
         self.options = options
         self.cache = cache
@@ -148,6 +161,16 @@ class Generator:
         self._unavailable: str | None = (
             None  # set once the backend is judged down: later calls fail fast
         )
+        self._model: ChatModel | None = None
+        self._model_lock = threading.Lock()
+
+    @property
+    def model(self) -> ChatModel:
+        """Opened by the first call the cache cannot answer: a replayed build loads no model."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = open_chat_model(self.options.llm)
+            return self._model
 
     def call(
         self,
@@ -160,7 +183,7 @@ class Generator:
         """One cached completion. The attempt number is part of the key: a retry is a new request."""
         seed = self.options.seed + attempt
         request = {
-            "model": self.options.model,
+            "model": self.options.llm.model,
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": self.options.temperature,
@@ -173,15 +196,19 @@ class Generator:
             self.stats.add(cache_hits=1)
             return cached
         started = time.perf_counter()
-        completion = complete(
+        result = self.model.chat(
             messages,
-            model=self.options.model,
-            api_base=self.options.api_base,
             max_tokens=max_tokens,
             temperature=self.options.temperature,
             json_schema=json_schema,
-            timeout_s=self.options.timeout_s,
             seed=seed,
+        )
+        completion = Completion(
+            result.text,
+            self.options.llm.model,
+            result.prompt_tokens,
+            result.completion_tokens,
+            result.finish_reason,
         )
         self.stats.add(
             llm_calls=1,
@@ -211,9 +238,7 @@ class Generator:
                 completion = self.call(
                     messages, max_tokens=max_tokens, json_schema=json_schema, attempt=attempt
                 )
-            except (
-                Exception
-            ) as exc:  # litellm maps every backend failure to its own exception types
+            except Exception as exc:  # every backend fails in its own exception types
                 self._record_error(exc)
                 continue
             try:
@@ -235,7 +260,7 @@ class Generator:
                 self.stats.error_samples.append(message)
         if self._successes == 0 and self.stats.errors >= 3 * (self.options.max_retries + 1):
             self._unavailable = (
-                f"the LLM backend {self.options.model!r} failed {self.stats.errors} calls in a row and "
+                f"the LLM backend {self.options.llm.model!r} failed {self.stats.errors} calls in a row and "
                 f"answered none (last: {message}); check TWIN_LLM_MODEL / TWIN_LLM_API_BASE"
             )
             raise BackendUnavailableError(self._unavailable) from exc

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from twin_platform.documents import Category
 from twin_platform.features.cleaning import split_fences
-from twin_platform.storage.warehouse import Category
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

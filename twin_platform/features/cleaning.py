@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from twin_platform.storage.warehouse import Category
+from twin_platform.documents import Category
 
 CLEANER_VERSION = "1"
 """Bump when cleaning changes: every document is cleaned again on the next run."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -26,13 +25,12 @@ from pydantic import BaseModel, Field
 from pymongo.database import Database
 from tqdm import tqdm
 
-from twin_platform.documents import content_hash
-from twin_platform.features import store
+from twin_platform.documents import Category, content_hash
 from twin_platform.features.chunking import Chunker
 from twin_platform.features.cleaning import CLEANER_VERSION, clean
 from twin_platform.features.embedding import Embedder, load_tokenizer, model_max_tokens
-from twin_platform.storage import postgres as pg_store
-from twin_platform.storage.warehouse import Category
+from twin_platform.storage.feature_store import writes
+from twin_platform.storage.feature_store.records import Chunk, CleanedDocument
 
 
 def document_id(category: str, author: str, url: str) -> str:
@@ -147,11 +145,11 @@ def _raw_hash(raw: dict[str, Any]) -> str:
 
 def clean_row(
     raw: dict[str, Any], category: str, author: str, max_chars: int
-) -> tuple[store.CleanedRow, int]:
+) -> tuple[CleanedDocument, int]:
     """A warehouse document as a cleaned_documents row, and how many boilerplate lines it lost."""
     content = raw.get("content")
     cleaned = clean(content, category, max_chars=max_chars)
-    row = store.CleanedRow(
+    row = CleanedDocument(
         document_id=document_id(category, author, raw["url"]),
         author=author,
         category=category,
@@ -176,7 +174,7 @@ def sync_cleaned_documents(
     max_chars: int = 2_000_000,
 ) -> CleaningReport:
     """Bring cleaned_documents of `author` in line with the warehouse. `conn` must be autocommit."""
-    with store.author_lock(conn, "clean", author):
+    with writes.author_lock(conn, "clean", author):
         return _sync_cleaned_documents(db, conn, author, batch_size, max_chars)
 
 
@@ -185,11 +183,11 @@ def _sync_cleaned_documents(
 ) -> CleaningReport:
     started = time.perf_counter()
     index = warehouse_index(db, author)
-    stored = store.cleaned_state(conn, author)
+    stored = writes.cleaned_state(conn, author)
     todo, deleted = plan_cleaning(index, stored)
     stored_rows = {r[0]: (r[1], r[2]) for r in stored.iter_rows()}
     report = CleaningReport(
-        author=author, in_warehouse=index.height, deleted=store.delete_documents(conn, deleted)
+        author=author, in_warehouse=index.height, deleted=writes.delete_documents(conn, deleted)
     )
     statuses: Counter[str] = Counter()
     languages: Counter[str] = Counter()
@@ -214,7 +212,7 @@ def _sync_cleaned_documents(
                         report.changed += 1
                     else:
                         report.new += 1
-                store.upsert_cleaned(conn, rows)
+                writes.upsert_cleaned(conn, rows)
                 progress.update(len(batch))
     report.unchanged += index.height - todo.height
     report.by_status, report.by_language, report.by_category = (
@@ -232,12 +230,12 @@ def build_chunker(model: str, max_tokens: int = 256) -> Chunker:
     return Chunker(load_tokenizer(model), max_tokens=min(max_tokens, model_max_tokens(model)))
 
 
-def chunk_rows(document: dict[str, Any], chunker: Chunker) -> list[store.ChunkRow]:
+def chunk_rows(document: dict[str, Any], chunker: Chunker) -> list[Chunk]:
     if document["status"] not in ("ok", "truncated"):
         return []
     title = {"title": document["title"]} if document.get("title") else {}
     return [
-        store.ChunkRow(
+        Chunk(
             chunk_id=c.chunk_id,
             document_id=document["document_id"],
             author=document["author"],
@@ -256,7 +254,7 @@ def sync_chunks(
     conn: psycopg.Connection, author: str, chunker: Chunker, batch_size: int = 256
 ) -> ChunkingReport:
     """Re-chunk documents that changed (or all, when the chunker changed). `conn` must be autocommit."""
-    with store.author_lock(conn, "chunk", author):
+    with writes.author_lock(conn, "chunk", author):
         return _sync_chunks(conn, author, chunker, batch_size)
 
 
@@ -264,16 +262,18 @@ def _sync_chunks(
     conn: psycopg.Connection, author: str, chunker: Chunker, batch_size: int
 ) -> ChunkingReport:
     started = time.perf_counter()
-    ids = store.documents_to_chunk(conn, author, chunker.fingerprint)
+    ids = writes.documents_to_chunk(conn, author, chunker.fingerprint)
     report = ChunkingReport(author=author, documents=len(ids))
     categories: Counter[str] = Counter()
     with tqdm(total=len(ids), desc=f"chunk {author}", unit="doc", disable=None) as progress:
         for start in range(0, len(ids), batch_size):
             batch = ids[start : start + batch_size]
             rows = [
-                row for doc in store.load_documents(conn, batch) for row in chunk_rows(doc, chunker)
+                row
+                for doc in writes.load_documents(conn, batch)
+                for row in chunk_rows(doc, chunker)
             ]
-            report.chunks += store.replace_chunks(conn, batch, rows, chunker.fingerprint)
+            report.chunks += writes.replace_chunks(conn, batch, rows, chunker.fingerprint)
             categories.update(row.category for row in rows)
             progress.update(len(batch))
     report.by_category = dict(categories)
@@ -283,79 +283,59 @@ def _sync_chunks(
 
 # -- embedding ----------------------------------------------------------------------------------------
 def sync_embeddings(
-    url: str, author: str, embedder: Embedder, batch_size: int = 256
+    conn: psycopg.Connection, author: str, embedder: Embedder, batch_size: int = 256
 ) -> EmbeddingReport:
     """Embed chunks that have no vector yet; drop vectors of chunks that are gone.
 
-    Writing batch i (COPY, index maintenance in Postgres) overlaps with encoding batch i+1.
+    Every database call runs on one writer thread, in order, so the connection is never shared
+    between threads; the main thread encodes batch i while the writer stores batch i-1 and reads
+    batch i+1. `conn` must be autocommit.
     """
     started = time.perf_counter()
     report = EmbeddingReport(author=author, model=embedder.name)
-    with pg_store.connect(url, autocommit=True) as conn, store.author_lock(conn, "embed", author):
-        declared = store.embedding_dimension(conn)
+    with writes.author_lock(conn, "embed", author):
+        declared = writes.embedding_dimension(conn)
         if embedder.dimension != declared:
             raise ValueError(
                 f"model {embedder.name} gives {embedder.dimension}-d vectors but embedded_chunks.embedding "
                 f"is vector({declared}): pick a {declared}-d model or add a migration for the new size."
             )
-        report.deleted, report.reindexed = store.prune_embeddings(conn, author, embedder.name)
-        total = store.count_missing_embeddings(conn, author)
-        pending: Future[int] | None = None
+        report.deleted, report.reindexed = writes.prune_embeddings(conn, author, embedder.name)
+        missing = writes.missing_embeddings(conn, author)
+        batches = [missing[i : i + batch_size] for i in range(0, len(missing), batch_size)]
         with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-writer") as writer,
-            tqdm(total=total, desc=f"embed {author}", unit="chunk", disable=None) as progress,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-writer") as database,
+            tqdm(
+                total=sum(map(len, batches)), desc=f"embed {author}", unit="chunk", disable=None
+            ) as progress,
         ):
-            for rows in _batches(url, author, batch_size, total):
+            stored: list[Future[int]] = []
+            upcoming = database.submit(writes.load_chunks, conn, batches[0]) if batches else None
+            for index in range(len(batches)):
+                assert upcoming is not None
+                chunks = upcoming.result()
+                if index + 1 < len(batches):
+                    upcoming = database.submit(writes.load_chunks, conn, batches[index + 1])
                 encode_started = time.perf_counter()
-                vectors = embedder.encode([row.content for row in rows])
+                vectors = embedder.encode([chunk.content for chunk in chunks])
                 report.encode_seconds += time.perf_counter() - encode_started
-                if pending is not None:
-                    report.embedded += pending.result()
-                pending = writer.submit(_timed_insert, conn, rows, vectors, embedder.name, report)
-                progress.update(len(rows))
-            if pending is not None:
-                report.embedded += pending.result()
+                stored.append(
+                    database.submit(_timed_insert, conn, chunks, vectors, embedder.name, report)
+                )
+                progress.update(len(chunks))
+            report.embedded = sum(future.result() for future in stored)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _timed_insert(
     conn: psycopg.Connection,
-    rows: list[store.ChunkRow],
+    chunks: list[Chunk],
     vectors: Any,
     model: str,
     report: EmbeddingReport,
 ) -> int:
     started = time.perf_counter()
-    written = store.insert_embeddings(conn, rows, vectors, model)
+    written = writes.insert_embeddings(conn, chunks, vectors, model)
     report.write_seconds += time.perf_counter() - started
     return written
-
-
-def _batches(url: str, author: str, batch_size: int, total: int) -> Iterator[list[store.ChunkRow]]:
-    if total:
-        yield from store.iter_missing_embeddings(url, author, batch_size)
-
-
-class FeatureSyncReport(BaseModel):
-    cleaning: CleaningReport
-    chunking: ChunkingReport
-    embedding: EmbeddingReport
-
-
-def sync_author(
-    db: Database,
-    url: str,
-    author: str,
-    embedder: Embedder,
-    chunk_max_tokens: int = 256,
-    batch_size: int = 256,
-    max_document_chars: int = 2_000_000,
-) -> FeatureSyncReport:
-    """All three stages for one author, as the asset graph runs them."""
-    with pg_store.connect(url, autocommit=True) as conn:
-        cleaning = sync_cleaned_documents(db, conn, author, batch_size, max_document_chars)
-        chunker = build_chunker(embedder.name, chunk_max_tokens)
-        chunking = sync_chunks(conn, author, chunker, batch_size)
-    embedding = sync_embeddings(url, author, embedder, batch_size)
-    return FeatureSyncReport(cleaning=cleaning, chunking=chunking, embedding=embedding)

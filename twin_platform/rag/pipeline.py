@@ -1,4 +1,9 @@
-"""The RAG pipeline: retrieval steps then generation, each timed and recorded on the request's trace."""
+"""The RAG pipeline: retrieval steps then generation, each timed and recorded on the request's trace.
+
+The one orchestration of every route: `prompt` (retrieve, then messages in the training format, with
+chat history) then `generate` or `stream`; `answer` is the two in one call. Routes only translate
+their request and response shapes.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,15 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
+from twin_platform.llm.chat import ChatResult
 from twin_platform.monitoring import Trace
 from twin_platform.rag import context as ctx
 from twin_platform.rag import expansion, rerank, self_query
 from twin_platform.rag.generation import Generator, Messages, build_messages, render_prompt
-from twin_platform.rag.retriever import RetrievedChunk, Retriever
+from twin_platform.rag.retriever import Retriever
 from twin_platform.settings import Settings
+from twin_platform.storage.feature_store.records import Chunk
 
 PROMPT_RESERVE_TOKENS = 160  # system prompt, template and request around the context
 
@@ -32,7 +38,13 @@ def timed(trace: Trace, stage: str) -> Iterator[None]:
 class Retrieval:
     filters: self_query.QueryFilters
     queries: list[str]
-    chunks: list[RetrievedChunk]  # reranked, best first, at most k
+    chunks: list[Chunk]  # reranked, best first, at most k
+
+
+@dataclass
+class Prompt:
+    retrieval: Retrieval  # empty when retrieval was off
+    messages: Messages
 
 
 @dataclass
@@ -103,26 +115,67 @@ class RagPipeline:
         authors = Counter(c.author for c in retrieval.chunks)
         return authors.most_common(1)[0][0] if authors else self.settings.rag_default_author
 
-    def prepare(
+    def prompt(
         self,
         query: str,
-        retrieval: Retrieval,
         trace: Trace,
-        max_tokens: int,
+        *,
+        author: str | None = None,
+        category: str | None = None,
+        k: int | None = None,
+        max_tokens: int | None = None,
         history: Messages | None = None,
-    ) -> Messages:
-        """Context within the token budget, then messages in the training format."""
+        retrieve: bool = True,
+    ) -> Prompt:
+        """Retrieval (unless off), then context within the token budget, then messages in the
+        training format; earlier chat turns go before the query."""
         assert self.generator is not None, "generation is off"
-        n_ctx = getattr(self.generator.model, "n_ctx", 2048)
-        budget = max(
-            64, min(self.settings.rag_context_tokens, n_ctx - max_tokens - PROMPT_RESERVE_TOKENS)
-        )
-        with timed(trace, "context"):
-            context = ctx.assemble(retrieval.chunks, budget, self.generator.count_tokens)
-            messages = build_messages(query, self._persona(retrieval), context.text, history)
+        if retrieve:
+            retrieval = self.retrieve(query, trace, author=author, category=category, k=k)
+            context = self._context(retrieval, trace, max_tokens or self.settings.gen_max_tokens)
+        else:
+            retrieval = Retrieval(self_query.QueryFilters(author=author, category=category), [], [])
+            context = None
+        messages = build_messages(query, self._persona(retrieval), context, history)
         trace.prompt = render_prompt(messages)
         trace.model_version = self.generator.served.version
-        return messages
+        return Prompt(retrieval, messages)
+
+    def _context(self, retrieval: Retrieval, trace: Trace, max_tokens: int) -> str:
+        """The retrieved chunks that fit the model's context beside the prompt and the answer."""
+        assert self.generator is not None, "generation is off"
+        budget = max(
+            64,
+            min(
+                self.settings.rag_context_tokens,
+                self.generator.model.n_ctx - max_tokens - PROMPT_RESERVE_TOKENS,
+            ),
+        )
+        with timed(trace, "context"):
+            return ctx.assemble(retrieval.chunks, budget, self.generator.count_tokens).text
+
+    def generate(
+        self,
+        messages: Messages,
+        trace: Trace,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ChatResult:
+        """The whole answer; the trace holds it and its token counts."""
+        assert self.generator is not None, "generation is off"
+        with timed(trace, "generate"):
+            result = self.generator.model.chat(
+                messages,
+                max_tokens=max_tokens or self.settings.gen_max_tokens,
+                temperature=self.settings.gen_temperature if temperature is None else temperature,
+            )
+        trace.answer = result.text
+        trace.prompt_tokens, trace.completion_tokens = (
+            result.prompt_tokens,
+            result.completion_tokens,
+        )
+        return result
 
     def answer(
         self,
@@ -135,21 +188,23 @@ class RagPipeline:
         max_tokens: int | None = None,
         temperature: float | None = None,
         history: Messages | None = None,
+        retrieve: bool = True,
     ) -> Answer:
-        assert self.generator is not None, "generation is off"
-        max_tokens = max_tokens or self.settings.gen_max_tokens
-        temperature = self.settings.gen_temperature if temperature is None else temperature
-        retrieval = self.retrieve(query, trace, author=author, category=category, k=k)
-        messages = self.prepare(query, retrieval, trace, max_tokens, history)
-        with timed(trace, "generate"):
-            result = self.generator.generate(messages, max_tokens, temperature)
-        trace.answer = result.text
-        trace.prompt_tokens, trace.completion_tokens = (
-            result.prompt_tokens,
-            result.completion_tokens,
+        prompt = self.prompt(
+            query,
+            trace,
+            author=author,
+            category=category,
+            k=k,
+            max_tokens=max_tokens,
+            history=history,
+            retrieve=retrieve,
+        )
+        result = self.generate(
+            prompt.messages, trace, max_tokens=max_tokens, temperature=temperature
         )
         return Answer(
-            retrieval,
+            prompt.retrieval,
             result.text,
             result.prompt_tokens,
             result.completion_tokens,
@@ -166,31 +221,20 @@ class RagPipeline:
     ) -> Iterator[str]:
         """Text deltas; on exhaustion the trace holds the answer, token counts and time to first token."""
         assert self.generator is not None, "generation is off"
-        max_tokens = max_tokens or self.settings.gen_max_tokens
-        temperature = self.settings.gen_temperature if temperature is None else temperature
+        model = self.generator.model
         started = time.perf_counter()
         parts: list[str] = []
-        for delta in self.generator.stream(messages, max_tokens, temperature):
+        deltas = model.stream(
+            messages,
+            max_tokens=max_tokens or self.settings.gen_max_tokens,
+            temperature=self.settings.gen_temperature if temperature is None else temperature,
+        )
+        for delta in deltas:
             if not parts:
                 trace.latencies_ms["first_token"] = round((time.perf_counter() - started) * 1000, 2)
             parts.append(delta)
             yield delta
         trace.latencies_ms["generate"] = round((time.perf_counter() - started) * 1000, 2)
         trace.answer = "".join(parts)
-        trace.prompt_tokens = sum(self.generator.count_tokens(m["content"]) for m in messages)
-        trace.completion_tokens = self.generator.count_tokens(trace.answer)
-
-
-def chunk_sources(chunks: list[RetrievedChunk]) -> list[dict[str, Any]]:
-    return [
-        {
-            "chunk_id": c.chunk_id,
-            "document_id": c.document_id,
-            "author": c.author,
-            "category": c.category,
-            "source_url": c.source_url,
-            "score": round(c.score, 5),
-            "snippet": c.content[:300],
-        }
-        for c in chunks
-    ]
+        trace.prompt_tokens = sum(model.count_tokens(m["content"]) for m in messages)
+        trace.completion_tokens = model.count_tokens(trace.answer)

@@ -13,17 +13,20 @@ from functools import cache
 from typing import Any
 
 from twin_platform.rag.expansion import keywords
-from twin_platform.rag.retriever import RetrievedChunk, deduplicate
+from twin_platform.rag.retriever import deduplicate
+from twin_platform.storage.feature_store.records import Chunk
 
 LEXICAL_WEIGHT = 0.5
-Reranker = Callable[[str, Sequence[RetrievedChunk]], list[float]]
+Reranker = Callable[[str, Sequence[Chunk]], list[float]]
 
 
-def bi_encoder_scores(query: str, chunks: Sequence[RetrievedChunk]) -> list[float]:
+def bi_encoder_scores(query: str, chunks: Sequence[Chunk]) -> list[float]:
     """Cosine similarity, plus half the share of query words the chunk contains: exact names and
     identifiers, which embeddings blur, still count."""
     overlap = lexical_scores(query, chunks)
-    return [c.similarity + LEXICAL_WEIGHT * o for c, o in zip(chunks, overlap, strict=True)]
+    return [
+        (c.similarity or 0.0) + LEXICAL_WEIGHT * o for c, o in zip(chunks, overlap, strict=True)
+    ]
 
 
 def _is_word_char(char: str) -> bool:
@@ -47,7 +50,7 @@ def contains_word(text: str, word: str) -> bool:
     return False
 
 
-def lexical_scores(query: str, chunks: Sequence[RetrievedChunk]) -> list[float]:
+def lexical_scores(query: str, chunks: Sequence[Chunk]) -> list[float]:
     """Fraction of the query's content words found in the chunk."""
     words = set(keywords(query).split())
     if not words:
@@ -67,7 +70,7 @@ def _cross_encoder(model: str) -> Any:
 
 
 def cross_encoder_scores(model: str) -> Reranker:
-    def score(query: str, chunks: Sequence[RetrievedChunk]) -> list[float]:
+    def score(query: str, chunks: Sequence[Chunk]) -> list[float]:
         if not chunks:
             return []
         return [
@@ -88,9 +91,7 @@ def get_reranker(spec: str) -> Reranker:
     raise ValueError(f"unknown reranker {spec!r}: use bi-encoder, lexical or cross-encoder:<model>")
 
 
-def rerank(
-    query: str, chunks: Sequence[RetrievedChunk], k: int, reranker: Reranker
-) -> list[RetrievedChunk]:
+def rerank(query: str, chunks: Sequence[Chunk], k: int, reranker: Reranker) -> list[Chunk]:
     """The k best distinct chunks by the reranker's score, which replaces `score`.
 
     De-duplicating after the sort touches only the chunks that make the cut; copies have the same

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from twin_platform.services import mongo, postgres
-from twin_platform.services.common import ServiceError, redact
-from twin_platform.settings import Settings, load_settings
-from twin_platform.storage import postgres as pg_store
+from twin_platform.servers import mongo, postgres
+from twin_platform.servers.common import ServiceError, redact
+from twin_platform.settings import Settings
 from twin_platform.storage import warehouse
+from twin_platform.storage.postgres import migrate
 
 __all__ = ["ServiceError", "ServiceStatus", "down", "mongodb_uri", "postgres_uri", "status", "up"]
 
@@ -29,21 +29,19 @@ class ServiceStatus:
     detail: str = ""
 
 
-def postgres_uri(settings: Settings | None = None) -> str:
-    settings = settings or load_settings()
+def postgres_uri(settings: Settings) -> str:
     if settings.database_url:
         uri = settings.database_url
         postgres.check_connection(uri)
     else:
         uri = postgres.start_embedded(settings.postgres_dir, settings.postgres_shared_buffers)
     if uri not in _ready:
-        pg_store.migrate(uri)
+        migrate(uri)
         _ready.add(uri)
     return uri
 
 
-def mongodb_uri(settings: Settings | None = None) -> str:
-    settings = settings or load_settings()
+def mongodb_uri(settings: Settings) -> str:
     if settings.mongodb_uri:
         uri = settings.mongodb_uri
         mongo.ping(uri)
@@ -55,16 +53,14 @@ def mongodb_uri(settings: Settings | None = None) -> str:
     return uri
 
 
-def up(settings: Settings | None = None) -> list[ServiceStatus]:
-    settings = settings or load_settings()
+def up(settings: Settings) -> list[ServiceStatus]:
     postgres_uri(settings)
     mongodb_uri(settings)
     return status(settings)
 
 
-def down(settings: Settings | None = None) -> list[str]:
+def down(settings: Settings) -> list[str]:
     """Stop the embedded servers (external ones are left alone). Data stays in TWIN_HOME."""
-    settings = settings or load_settings()
     stopped = []
     if not settings.database_url and postgres.stop_embedded(settings.postgres_dir):
         stopped.append("postgres")
@@ -74,8 +70,7 @@ def down(settings: Settings | None = None) -> list[str]:
     return stopped
 
 
-def status(settings: Settings | None = None) -> list[ServiceStatus]:
-    settings = settings or load_settings()
+def status(settings: Settings) -> list[ServiceStatus]:
     return [_postgres_status(settings), _mongo_status(settings)]
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pymongo
 import pymongo.errors
 
-from twin_platform.services import process
-from twin_platform.services.common import ServiceError, redact
+from twin_platform.servers import process
+from twin_platform.servers.common import ServiceError, redact
 
 PING_TIMEOUT_MS = 3000
 

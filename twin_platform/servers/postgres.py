@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from twin_platform.services.common import ServiceError, redact
-from twin_platform.services.process import ensure_writable, exclusive_lock
+from twin_platform.servers.common import ServiceError, redact
+from twin_platform.servers.process import ensure_writable, exclusive_lock
 
 CONNECT_TIMEOUT_S = 5
 

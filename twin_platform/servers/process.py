@@ -20,7 +20,8 @@ from pathlib import Path
 
 import psutil
 
-from twin_platform.services.common import ServiceError
+from twin_platform.fsutil import write_atomic
+from twin_platform.servers.common import ServiceError
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,7 @@ def spawn(
         command=list(command),
         info=info or {},
     )
-    tmp = pid_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record.__dict__))
-    tmp.replace(pid_file)
+    write_atomic(pid_file, json.dumps(record.__dict__))
     return record
 
 

@@ -1,29 +1,54 @@
-"""Connections to the feature store and its schema migrations.
+"""Postgres: the one way to connect (a connection or a pool, both with pgvector's types), and migrations.
 
-Migrations are the numbered `.sql` files in `twin_platform/sql/migrations`. Each runs once, in its own
-transaction, under an advisory lock, so any number of processes may call `migrate` at start.
+Migrations are the numbered `.sql` files in `twin_platform/storage/migrations`. Each runs once, in its
+own transaction, under an advisory lock, so any number of processes may call `migrate` at start.
+Connections are autocommit: every write function opens its own transaction, so a failure leaves the
+tables as they were before the call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg_pool import ConnectionPool
 
-MIGRATIONS_PACKAGE = "twin_platform.sql.migrations"
+MIGRATIONS_PACKAGE = "twin_platform.storage.migrations"
 _MIGRATION_LOCK_ID = 0x7477696E  # "twin"
 
 
 @contextmanager
-def connect(url: str, **kwargs: Any) -> Iterator[psycopg.Connection]:
-    """A connection with pgvector types registered; commits on success, rolls back on error."""
-    with psycopg.connect(url, **kwargs) as conn:
+def connect(url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection that knows pgvector's types."""
+    with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         yield conn
+
+
+def open_pool(
+    url: str, max_size: int = 16, configure: Callable[[psycopg.Connection], None] | None = None
+) -> ConnectionPool:
+    """A pool of connections like `connect`'s; `configure` runs once on each new connection."""
+
+    def setup(conn: psycopg.Connection) -> None:
+        register_vector(conn)
+        if configure is not None:
+            configure(conn)
+
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        configure=setup,
+        kwargs={"autocommit": True},
+        open=True,
+    )
+    pool.wait(timeout=30)
+    return pool
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -56,21 +81,18 @@ def migrate(url: str) -> list[str]:
     return applied_now
 
 
-def describe(url: str) -> dict[str, Any]:
+def describe(conn: psycopg.Connection) -> dict[str, Any]:
     """What the schema holds now: migrations, tables with row estimates, extension versions."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrations = [
-            r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")
-        ]
-        tables = dict(
-            conn.execute(
-                "SELECT relname, GREATEST(reltuples, 0)::bigint FROM pg_class c"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY relname"
-            ).fetchall()
-        )
-        extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
-        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    migrations = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    tables = dict(
+        conn.execute(
+            "SELECT relname, GREATEST(reltuples, 0)::bigint FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY relname"
+        ).fetchall()
+    )
+    extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
+    version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     return {
         "server_version": version,
         "migrations": migrations,

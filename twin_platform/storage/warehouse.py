@@ -6,16 +6,10 @@ from. Each collection is unique on (author, url), which makes every ingest an id
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import pymongo
 from pymongo.database import Database
 
-
-class Category(StrEnum):
-    ARTICLES = "articles"
-    POSTS = "posts"
-    REPOSITORIES = "repositories"
+from twin_platform.documents import Category
 
 
 def connect(uri: str, database: str) -> Database:
@@ -35,8 +29,3 @@ def ensure_indexes(db: Database) -> None:
             name="author_url_unique",
         )
         collection.create_index([("content_hash", pymongo.ASCENDING)], name="content_hash")
-
-
-def counts_by_author(db: Database, category: Category) -> dict[str, int]:
-    pipeline = [{"$group": {"_id": "$author", "n": {"$sum": 1}}}]
-    return {row["_id"]: row["n"] for row in db[category.value].aggregate(pipeline)}

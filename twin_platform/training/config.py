@@ -150,6 +150,7 @@ class TrainingConfig(BaseModel):
     )
     model_name: str = "twin"
     alias: str | None = "candidate"
+    wandb_dir: Path | None = Field(default=None, description="Experiment-tracker files (offline).")
     lineage: dict[str, Any] = Field(
         default_factory=dict, description="Base model, dataset, parents."
     )
@@ -226,6 +227,7 @@ def plan_run(
     registry: str | None,
     model_name: str,
     lineage: dict[str, Any],
+    wandb_dir: Path | None = None,
 ) -> TrainingConfig:
     """A run's config; its output folder is keyed by what determines the result, so a rerun after a
     crash resumes in the same folder and a changed input starts a new one."""
@@ -253,4 +255,5 @@ def plan_run(
         registry=registry,
         model_name=model_name,
         lineage={"profile": profile_name, **lineage},
+        wandb_dir=wandb_dir,
     )

@@ -5,13 +5,13 @@ Under `accelerate launch` only the main process talks to Dagster; the others log
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from twin_platform.reporting import figure, image_markdown
 
 logger = logging.getLogger("twin_platform.training")
 
@@ -80,32 +80,15 @@ def md(value: str) -> dict[str, Any]:
 
 
 def curves_markdown(log_history: list[dict[str, Any]]) -> str:
-    """Training loss and learning rate against the step, as Markdown holding a base64 PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Training loss and learning rate against the step, as a Markdown image."""
     points = [e for e in log_history if "loss" in e and "step" in e]
     if not points:
         return "_no training steps were logged_"
     steps = [e["step"] for e in points]
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax_loss.plot(steps, [e["loss"] for e in points], marker="o", markersize=3)
-    ax_loss.set(title="training loss", xlabel="step")
-    ax_lr.plot(steps, [e.get("learning_rate", 0.0) for e in points], color="tab:orange")
-    ax_lr.set(title="learning rate", xlabel="step")
-    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return f"![loss and learning rate](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
-
-
-def metrics_table(metrics: dict[str, Any]) -> str:
-    rows = "\n".join(
-        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-        for k, v in metrics.items()
-    )
-    return "| metric | value |\n|---|---|\n" + rows
+    with figure("training curves", size=(9, 3.2), ncols=2) as (fig, (ax_loss, ax_lr)):
+        ax_loss.plot(steps, [e["loss"] for e in points], marker="o", markersize=3)
+        ax_loss.set(title="training loss", xlabel="step")
+        ax_lr.plot(steps, [e.get("learning_rate", 0.0) for e in points], color="tab:orange")
+        ax_lr.set(title="learning rate", xlabel="step")
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        return image_markdown(fig, "loss and learning rate")

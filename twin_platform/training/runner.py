@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twin_platform.fsutil import publishing, write_atomic
+from twin_platform.reporting import key_value_table
 from twin_platform.training.config import Hyperparameters, TrainingConfig
 from twin_platform.training.data import dataset_version, load_dataset
-from twin_platform.training.reporting import Reporter, curves_markdown, md, metrics_table
+from twin_platform.training.reporting import Reporter, curves_markdown, is_main_process, md
 
 TRAINING_DIR = Path(__file__).resolve().parent
 RESULT_FILE = "result.json"
@@ -101,20 +103,26 @@ def _is_oom(exc: BaseException) -> bool:
     )
 
 
-def configure_wandb(config: TrainingConfig) -> None:
-    """Offline under TWIN_HOME/wandb unless WANDB_API_KEY is set (then online)."""
-    if "wandb" not in config.report_to:
+def start_wandb(config: TrainingConfig) -> None:
+    """Open the run's experiment-tracker run before TRL does, so its settings come from the config
+    (offline under TWIN_HOME/wandb unless WANDB_API_KEY is set); TRL then logs into this run."""
+    if "wandb" not in config.report_to or not is_main_process():
         return
-    if not os.environ.get("WANDB_MODE"):
-        os.environ["WANDB_MODE"] = "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    if not os.environ.get("WANDB_DIR"):
-        from twin_platform.settings import load_settings
+    import wandb
 
-        wandb_dir = load_settings().home / "wandb"
-        wandb_dir.mkdir(parents=True, exist_ok=True)
-        os.environ["WANDB_DIR"] = str(wandb_dir)
-    os.environ.setdefault("WANDB_PROJECT", "twin-platform")
-    os.environ.setdefault("WANDB_SILENT", "true")
+    mode = os.environ.get("WANDB_MODE") or (
+        "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    )
+    if config.wandb_dir is not None:
+        config.wandb_dir.mkdir(parents=True, exist_ok=True)
+    wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "twin-platform"),
+        name=config.run_name,
+        dir=str(config.wandb_dir) if config.wandb_dir else None,
+        mode=mode,  # type: ignore[arg-type]
+        config=json.loads(config.to_json()),
+        settings=wandb.Settings(silent=True),
+    )
 
 
 def load_model(config: TrainingConfig, on_gpu: bool, bf16_ok: bool):  # type: ignore[no-untyped-def]
@@ -202,7 +210,7 @@ def run(
     )  # fails before the model loads
     on_gpu = torch.cuda.is_available()
     bf16_ok = on_gpu and torch.cuda.is_bf16_supported()
-    configure_wandb(config)
+    start_wandb(config)
     model, tokenizer = load_model(config, on_gpu, bf16_ok)
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -274,13 +282,12 @@ def run(
             registry.set_alias(config.model_name, config.alias, version.version)
         result.model_name, result.model_version = version.name, version.version
         result.merged_dir = version.path
-    tmp = result_file.with_suffix(".tmp")
-    tmp.write_text(
+    write_atomic(
+        result_file,
         json.dumps(
             json.loads(result.to_json()) | {"config": json.loads(config.to_json())}, indent=2
-        )
+        ),
     )
-    os.replace(tmp, result_file)
     reporter.materialized(
         materialization_metadata(result, config), data_version=_data_version(result)
     )
@@ -295,21 +302,17 @@ def save(
     from transformers import AutoModelForCausalLM
 
     merged = out / "merged"
-    staging = out / ".merged-tmp"
-    shutil.rmtree(staging, ignore_errors=True)
     if config.hyperparameters.method == "full":
-        trainer.model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(merged, ignore_errors=True)
-        staging.rename(merged)
+        with publishing(merged, replace=True) as staging:
+            trainer.model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
         return None, merged
 
     from peft import PeftModel
 
     adapter = out / "adapter"
-    trainer.model.save_pretrained(out / ".adapter-tmp")
-    shutil.rmtree(adapter, ignore_errors=True)
-    (out / ".adapter-tmp").rename(adapter)
+    with publishing(adapter, replace=True) as staging:
+        trainer.model.save_pretrained(staging)
     # Reload the base unquantized (QLoRA trains on 4-bit weights, but merges into real ones).
     dtype = (
         torch.bfloat16
@@ -318,11 +321,10 @@ def save(
     )
     base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=dtype)
     model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    shutil.copytree(adapter, staging / "adapter")
-    shutil.rmtree(merged, ignore_errors=True)
-    staging.rename(merged)
+    with publishing(merged, replace=True) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        shutil.copytree(adapter, staging / "adapter")
     return adapter, merged
 
 
@@ -337,7 +339,7 @@ def materialization_metadata(result: TrainingResult, config: TrainingConfig) -> 
     shown = {k: v for k, v in result.metrics.items() if v is not None}
     metadata: dict[str, Any] = {
         "curves": md(curves_markdown(result.log_history)),
-        "metrics": md(metrics_table(shown)),
+        "metrics": md(key_value_table(shown)),
         "lineage": {"raw_value": result.lineage, "type": "json"},
         "config": {"raw_value": json.loads(config.to_json())["hyperparameters"], "type": "json"},
         "model_path": {"raw_value": str(result.merged_dir), "type": "path"},

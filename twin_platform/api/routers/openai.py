@@ -27,10 +27,9 @@ from twin_platform.api.schemas import (
     Source,
     Usage,
 )
-from twin_platform.api.tracing import finish_stream, traced
+from twin_platform.api.tracing import finish_stream, record_error, traced
 from twin_platform.monitoring import Trace
-from twin_platform.rag.generation import Messages, build_messages, render_prompt
-from twin_platform.rag.pipeline import chunk_sources, timed
+from twin_platform.rag.generation import Messages
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 STARTED = int(time.time())
@@ -72,43 +71,30 @@ def chat_completions(
     history: Messages = [m.model_dump() for m in body.messages[:last] if m.role != "system"]
     pipeline = serving.pipeline
     started = time.perf_counter()
-    with traced(
-        serving, Trace(route="/v1/chat/completions", query=query, api_key_id=key), submit=False
-    ) as trace:
-        if body.rag and query.strip():
-            retrieval = pipeline.retrieve(query, trace, author=body.author, k=body.k)
-            messages = pipeline.prepare(
-                query, retrieval, trace, max_tokens or serving.settings.gen_max_tokens, history
-            )
-        else:
-            retrieval = None
-            messages = build_messages(
-                query, body.author or serving.settings.rag_default_author, None, history
-            )
-            trace.prompt, trace.model_version = (
-                render_prompt(messages),
-                serving.generator.served.version,
-            )
-    sources = [Source(**s) for s in chunk_sources(retrieval.chunks)] if retrieval else []
+    trace = Trace(route="/v1/chat/completions", query=query, api_key_id=key)
     completion_id = f"chatcmpl-{trace.trace_id.hex}"
-    if body.stream:
+    with traced(serving, trace, submit=not body.stream, started=started):
+        prompt = pipeline.prompt(
+            query,
+            trace,
+            author=body.author,
+            k=body.k,
+            max_tokens=max_tokens,
+            history=history,
+            retrieve=body.rag and bool(query.strip()),
+        )
+        result = None
+        if not body.stream:
+            result = pipeline.generate(
+                prompt.messages, trace, max_tokens=max_tokens, temperature=body.temperature
+            )
+    if result is None:  # streamed: the trace is submitted when the stream ends
         deltas = pipeline.stream(
-            messages, trace, max_tokens=max_tokens, temperature=body.temperature
+            prompt.messages, trace, max_tokens=max_tokens, temperature=body.temperature
         )
         return StreamingResponse(
             _chunks(serving, trace, completion_id, body.model, deltas, started),
             media_type="text/event-stream",
-        )
-    with traced(serving, trace, started=started), timed(trace, "generate"):
-        result = serving.generator.generate(
-            messages,
-            max_tokens or serving.settings.gen_max_tokens,
-            serving.settings.gen_temperature if body.temperature is None else body.temperature,
-        )
-        trace.answer, trace.prompt_tokens, trace.completion_tokens = (
-            result.text,
-            result.prompt_tokens,
-            result.completion_tokens,
         )
     return ChatCompletion(
         id=completion_id,
@@ -122,7 +108,7 @@ def chat_completions(
             completion_tokens=result.completion_tokens,
             total_tokens=result.prompt_tokens + result.completion_tokens,
         ),
-        sources=sources,
+        sources=[Source.from_chunk(c) for c in prompt.retrieval.chunks],
     )
 
 
@@ -151,7 +137,7 @@ def _chunks(
             yield _chunk(completion_id, model, {"content": delta})
         yield _chunk(completion_id, model, {}, finish="stop")
     except Exception as exc:
-        trace.error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        record_error(trace, exc)
         error = {"error": {"message": "generation failed", "type": "server_error", "code": 500}}
         yield f"data: {json.dumps(error)}\n\n"
     finally:

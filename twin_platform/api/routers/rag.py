@@ -20,9 +20,9 @@ from twin_platform.api.schemas import (
     Source,
     Usage,
 )
-from twin_platform.api.tracing import finish_stream, traced
+from twin_platform.api.tracing import finish_stream, record_error, traced
 from twin_platform.monitoring import Trace
-from twin_platform.rag.pipeline import Retrieval, chunk_sources
+from twin_platform.rag.pipeline import Retrieval
 
 router = APIRouter(tags=["rag"])
 
@@ -37,7 +37,7 @@ ERRORS = {
 def _retrieve_response(trace: Trace, retrieval: Retrieval) -> RetrieveResponse:
     return RetrieveResponse(
         trace_id=trace.trace_id,
-        sources=[Source(**s) for s in chunk_sources(retrieval.chunks)],
+        sources=[Source.from_chunk(c) for c in retrieval.chunks],
         queries=retrieval.queries,
         filters=Filters(**retrieval.filters.model_dump()),
         latencies_ms=trace.latencies_ms,
@@ -70,57 +70,46 @@ def rag(body: RagRequest, serving: ServingDep, key: KeyDep) -> RagResponse | Str
     check_limits(serving, body.k, body.max_tokens)
     started = time.perf_counter()
     pipeline = serving.pipeline
+    trace = Trace(route="/rag", query=body.query, api_key_id=key)
     if not body.generate:
-        with traced(serving, Trace(route="/rag", query=body.query, api_key_id=key)) as trace:
+        with traced(serving, trace):
             retrieval = pipeline.retrieve(
                 body.query, trace, author=body.author, category=body.category, k=body.k
             )
         return RagResponse(
             **_retrieve_response(trace, retrieval).model_dump(), answer=None, model=None, usage=None
         )
-
-    if body.stream:
-        with traced(
-            serving, Trace(route="/rag", query=body.query, api_key_id=key), submit=False
-        ) as trace:
-            retrieval = pipeline.retrieve(
-                body.query, trace, author=body.author, category=body.category, k=body.k
-            )
-            messages = pipeline.prepare(
-                body.query, retrieval, trace, body.max_tokens or serving.settings.gen_max_tokens
-            )
-        head = _retrieve_response(trace, retrieval).model_dump(mode="json")
-        return StreamingResponse(
-            _events(
-                serving,
-                trace,
-                head,
-                pipeline.stream(
-                    messages, trace, max_tokens=body.max_tokens, temperature=body.temperature
-                ),
-                started,
-            ),
-            media_type="text/event-stream",
-        )
-
-    with traced(serving, Trace(route="/rag", query=body.query, api_key_id=key)) as trace:
-        answer = pipeline.answer(
+    with traced(serving, trace, submit=not body.stream, started=started):
+        prompt = pipeline.prompt(
             body.query,
             trace,
             author=body.author,
             category=body.category,
             k=body.k,
             max_tokens=body.max_tokens,
-            temperature=body.temperature,
+        )
+        result = None
+        if not body.stream:
+            result = pipeline.generate(
+                prompt.messages, trace, max_tokens=body.max_tokens, temperature=body.temperature
+            )
+    head = _retrieve_response(trace, prompt.retrieval)
+    if result is None:  # streamed: the trace is submitted when the stream ends
+        deltas = pipeline.stream(
+            prompt.messages, trace, max_tokens=body.max_tokens, temperature=body.temperature
+        )
+        return StreamingResponse(
+            _events(serving, trace, head.model_dump(mode="json"), deltas, started),
+            media_type="text/event-stream",
         )
     usage = Usage(
-        prompt_tokens=answer.prompt_tokens,
-        completion_tokens=answer.completion_tokens,
-        total_tokens=answer.prompt_tokens + answer.completion_tokens,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
     )
     return RagResponse(
-        **_retrieve_response(trace, answer.retrieval).model_dump(),
-        answer=answer.text,
+        **head.model_dump(),
+        answer=result.text,
         model=serving.generator.served.version,
         usage=usage,
     )
@@ -150,7 +139,7 @@ def _events(
             }
         )
     except Exception as exc:  # the status line is sent already: report in-band, record in the trace
-        trace.error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        record_error(trace, exc)
         yield _sse(
             {"type": "error", "message": "generation failed", "trace_id": str(trace.trace_id)}
         )

@@ -1,0 +1,41 @@
+"""`twin`: the command line of Twin Platform. Every command has --help.
+
+Commands are thin: they read the settings, then start servers, materialize assets in this process
+(the runs show in the UI) or call the library, and print what happened.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from cli import data, models, platform, services
+from twin_platform.servers.common import ServiceError
+
+app = typer.Typer(
+    help="Twin Platform: build an LLM twin from your own writing.", no_args_is_help=True
+)
+app.add_typer(services.app, name="services")
+app.add_typer(data.datasets_app, name="datasets")
+app.add_typer(models.app, name="models")
+for command in (
+    platform.run,
+    platform.ui,
+    platform.serve,
+    platform.materialize,
+    platform.ingest,
+    platform.down,
+    data.search,
+    data.ask,
+):
+    app.command()(command)
+
+
+def main() -> None:
+    try:
+        app()
+    except ServiceError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        sys.exit(1)

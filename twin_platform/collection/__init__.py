@@ -1,0 +1,1 @@
+"""Collection: sources of an author (URLs, exports, repositories) -> raw documents in the warehouse."""

@@ -1,0 +1,42 @@
+"""`open_chat_model(options)`: the one way to get a `ChatModel`.
+
+`twin-local/smollm2` is the bundled SmolLM2-135M-Instruct GGUF and `twin-local/<path>` any GGUF file
+or Hugging Face folder, both in this process (loaded once per process, shared by every caller);
+any other string is a litellm model.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from twin_platform.llm.chat import ChatModel
+from twin_platform.llm.local import LocalChatModel, bundled_gguf_path
+from twin_platform.llm.options import LOCAL_PROVIDER, LLMOptions
+
+BUNDLED_ALIASES = {"smollm2", "smollm2-135m", "default"}
+
+_local_models: dict[str, LocalChatModel] = {}
+_local_lock = threading.Lock()
+
+
+def local_model_path(model: str) -> str | None:
+    """The file or folder a `twin-local/<name>` string names; None for any other string."""
+    prefix = f"{LOCAL_PROVIDER}/"
+    if not model.startswith(prefix):
+        return None
+    name = model.removeprefix(prefix)
+    return str(bundled_gguf_path()) if name in BUNDLED_ALIASES else name
+
+
+def open_chat_model(options: LLMOptions) -> ChatModel:
+    """The backend for `options.model`. An in-process model is loaded on first use and cached by
+    path: one copy of the weights per process, with the runtime options of its first caller."""
+    path = local_model_path(options.model)
+    if path is None:
+        from twin_platform.llm.litellm_model import LiteLLMChatModel
+
+        return LiteLLMChatModel(options)
+    with _local_lock:
+        if path not in _local_models:
+            _local_models[path] = LocalChatModel.from_options(path, options)
+        return _local_models[path]

@@ -1,0 +1,169 @@
+"""RAG's queries: vector search (HNSW), full-text search, and what hybrid retrieval asks around them.
+
+All return `Chunk` records with `score` set (cosine similarity for vectors, ts_rank_cd for text)
+and, where the query vector is known, `similarity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from twin_platform.storage.feature_store.records import Chunk
+
+_HIT_COLUMNS = "chunk_id, document_id, author, category, source_url, content"
+# HNSW search settings: ef_search (candidate list size; recall against speed) and the iterative scan
+# that keeps filtered searches from returning fewer than k rows. `local` true: this transaction only.
+HNSW_SETTINGS_SQL = (
+    "SELECT set_config('hnsw.ef_search', %s, {local}),"
+    " set_config('hnsw.iterative_scan', 'relaxed_order', {local})"
+)
+
+
+def configure_search(conn: psycopg.Connection, ef_search: int) -> None:
+    """Set the HNSW settings for the connection's life (a serving pool does it once per connection)."""
+    conn.execute(HNSW_SETTINGS_SQL.format(local="false"), (str(ef_search),))
+
+
+def authors(conn: psycopg.Connection) -> list[str]:
+    """The authors with embedded chunks, in order.
+
+    One index probe per author (a recursive walk of the (author, category) index) instead of a
+    scan of every chunk.
+    """
+    rows = conn.execute(
+        "WITH RECURSIVE found AS ("
+        " (SELECT author FROM embedded_chunks ORDER BY author LIMIT 1)"
+        " UNION ALL"
+        " SELECT (SELECT e.author FROM embedded_chunks e WHERE e.author > f.author"
+        "  ORDER BY e.author LIMIT 1) FROM found f WHERE f.author IS NOT NULL"
+        ") SELECT author FROM found WHERE author IS NOT NULL"
+    ).fetchall()
+    return [author for (author,) in rows]
+
+
+def _filters(
+    author: str | None, categories: Sequence[str] | None
+) -> tuple[sql.Composable, list[Any]]:
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    if author:
+        clauses.append(sql.SQL("author = %s"))
+        params.append(author)
+    if categories:
+        clauses.append(sql.SQL("category = ANY(%s)"))
+        params.append(list(categories))
+    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
+    return where, params
+
+
+def vector_search(
+    conn: psycopg.Connection,
+    embedding: np.ndarray,
+    k: int = 10,
+    author: str | None = None,
+    categories: Sequence[str] | None = None,
+    ef_search: int | None = 40,
+) -> list[Chunk]:
+    """Top-k chunks by cosine similarity through the HNSW index.
+
+    With a filter, pgvector's iterative scan keeps reading the index until k rows pass it. With
+    `ef_search=None` the connection's own settings apply (see `configure_search`): one statement per
+    search instead of a transaction of three.
+    """
+    where, params = _filters(author, categories)
+    query = sql.SQL(
+        "SELECT {cols}, 1 - (embedding <=> %s) AS score FROM embedded_chunks {where}"
+        " ORDER BY embedding <=> %s LIMIT %s"
+    ).format(cols=sql.SQL(_HIT_COLUMNS), where=where)
+    vector = np.asarray(embedding, dtype=np.float32)
+    if ef_search is None:
+        rows = conn.execute(query, [vector, *params, vector, k]).fetchall()
+    else:
+        with conn.pipeline(), conn.transaction():  # one round trip: BEGIN, settings, query, COMMIT
+            conn.execute(HNSW_SETTINGS_SQL.format(local="true"), (str(max(ef_search, k)),))
+            cursor = conn.execute(query, [vector, *params, vector, k])
+        rows = cursor.fetchall()
+    hits = [_chunk(row, similarity=row[-1]) for row in rows]
+    return sorted(hits, key=lambda h: -h.score)
+
+
+def lexical_search(
+    conn: psycopg.Connection,
+    query: str,
+    k: int = 10,
+    author: str | None = None,
+    categories: Sequence[str] | None = None,
+    similarity_to: np.ndarray | None = None,
+) -> list[Chunk]:
+    """Top-k chunks by full-text rank (web-search syntax: quotes, OR, -exclusions).
+
+    With `similarity_to`, each hit also carries its cosine similarity to that vector (hybrid search
+    needs it for chunks the vector arm did not return), computed for the k kept rows only.
+    """
+    where, params = _filters(author, categories)
+    match = sql.SQL("content_tsv @@ websearch_to_tsquery('english', %s)")
+    where = where + sql.SQL(" AND ") + match if params else sql.SQL("WHERE ") + match
+    similarity = sql.SQL("1 - (embedding <=> %s)" if similarity_to is not None else "NULL")
+    statement = sql.SQL(
+        "SELECT {cols}, score, {similarity} FROM ("
+        " SELECT {cols}, embedding, ts_rank_cd(content_tsv, websearch_to_tsquery('english', %s))"
+        " AS score FROM embedded_chunks {where} ORDER BY score DESC, chunk_id LIMIT %s) AS top"
+        " ORDER BY score DESC, chunk_id"
+    ).format(cols=sql.SQL(_HIT_COLUMNS), similarity=similarity, where=where)
+    vector = [] if similarity_to is None else [np.asarray(similarity_to, dtype=np.float32)]
+    rows = conn.execute(statement, [*vector, query, *params, query, k]).fetchall()
+    return [_chunk(row[:-1], similarity=row[-1]) for row in rows]
+
+
+def similarities(
+    conn: psycopg.Connection, chunk_ids: Sequence[str], embedding: np.ndarray
+) -> dict[str, float]:
+    """Cosine similarity of each of these chunks to a query vector."""
+    rows = conn.execute(
+        "SELECT chunk_id, 1 - (embedding <=> %s) FROM embedded_chunks WHERE chunk_id = ANY(%s)",
+        (np.asarray(embedding, dtype=np.float32), list(chunk_ids)),
+    ).fetchall()
+    return {chunk_id: float(similarity) for chunk_id, similarity in rows}
+
+
+def common_lexemes(conn: psycopg.Connection, max_share: float) -> set[str]:
+    """Lexemes in more than `max_share` of chunks, from the planner's statistics (free to read).
+
+    Such words rank nothing (every chunk has them) but make an OR match thousands of rows: the
+    full-text arm leaves them out, like stopwords chosen by the corpus itself.
+    """
+    row = conn.execute(
+        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
+        " WHERE tablename = 'embedded_chunks' AND attname = 'content_tsv'"
+    ).fetchone()
+    if not row or not row[0]:
+        return set()
+    return {lexeme for lexeme, share in zip(row[0], row[1], strict=False) if share > max_share}
+
+
+def word_lexemes(conn: psycopg.Connection, words: Sequence[str]) -> dict[str, frozenset[str]]:
+    """Each word's Postgres lexemes (its English stems)."""
+    rows = conn.execute(
+        "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(%s::text[]) AS w",
+        (list(words),),
+    ).fetchall()
+    return {word: frozenset(lexemes or ()) for word, lexemes in rows}
+
+
+def _chunk(row: tuple[Any, ...], similarity: float | None = None) -> Chunk:
+    chunk_id, document_id, author, category, source_url, content, score = row
+    return Chunk(
+        chunk_id=chunk_id,
+        document_id=document_id,
+        author=author,
+        category=category,
+        source_url=source_url,
+        content=content,
+        score=float(score),
+        similarity=None if similarity is None else float(similarity),
+    )
