@@ -13,6 +13,7 @@ from rich.console import Console
 
 from cli import data, models, platform, services
 from twin_platform.servers.common import ServiceError
+from twin_platform.servers.supervisor import use_process_env
 
 app = typer.Typer(
     help="Twin Platform: build an LLM twin from your own writing.", no_args_is_help=True
@@ -34,6 +35,7 @@ for command in (
 
 
 def main() -> None:
+    use_process_env()
     try:
         app()
     except ServiceError as exc:

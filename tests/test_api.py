@@ -322,3 +322,31 @@ def test_fuzzed_requests_never_get_500(api_url: str) -> None:
             )
 
         check()
+
+
+@pytest.mark.parametrize(
+    ("query", "author"),
+    [("how do you keep migrations safe", "rhea-vance"), ("sourdough starter", "rhea-vance")],
+)
+def test_twin_search_returns_what_retrieve_returns(
+    client: httpx.Client, query: str, author: str
+) -> None:
+    """The CLI and the API share one retrieval path: same chunk ids, same order."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    api = client.post("/retrieve", json={"query": query, "author": author, "k": 4}, headers=AUTH)
+    assert api.status_code == 200
+    api_ids = [source["chunk_id"] for source in api.json()["sources"]]
+    printed = subprocess.run(
+        [str(Path(sys.executable).parent / "twin"), "search", query, "--author", author, "-k", "4"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"COLUMNS": "250"},
+        timeout=300,
+    )
+    assert printed.returncode == 0, printed.stderr
+    cli_ids = [line.split()[-1] for line in printed.stdout.splitlines() if " score " in line]
+    assert api_ids and cli_ids == api_ids

@@ -6,7 +6,6 @@ litellm is imported when the first model opens (seconds), never at module import
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -16,10 +15,9 @@ from twin_platform.llm.options import LLMOptions
 
 
 def import_litellm() -> ModuleType:
-    """litellm, quiet. Its import fetches the model cost map from GitHub unless this variable is set,
-    and it has no API to skip that (the fetch runs inside `import litellm`): set here, before the
-    first import, without overriding a value the user exported."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    """litellm, quiet. Its import fetches the model cost map from GitHub unless
+    LITELLM_LOCAL_MODEL_COST_MAP is set, which the platform's processes set (see `twin_platform.
+    servers.supervisor.PROCESS_ENV`): litellm has no other way to skip it."""
     import litellm
 
     litellm.suppress_debug_info = True

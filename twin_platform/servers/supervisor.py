@@ -6,6 +6,7 @@ command, and stopped by `stop_all`. Starting one that runs already returns its U
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -18,6 +19,19 @@ from twin_platform.settings import PROJECT_ROOT, Settings
 
 BIN = Path(sys.executable).parent
 PROCESSES = ("webserver", "daemon", "api")
+# For every process of the platform, set by the CLI and inherited by what it starts: litellm's
+# import would otherwise fetch its model cost map from GitHub, and telemetry stays off.
+PROCESS_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "DEEPEVAL_TELEMETRY_OPT_OUT": "YES",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+def use_process_env() -> None:
+    """The CLI's own process gets PROCESS_ENV too (values the user exported win)."""
+    for name, value in PROCESS_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
