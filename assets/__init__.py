@@ -1,5 +1,23 @@
 """The asset graph, one module per stage. `definitions.py` loads every module listed here."""
 
-from assets import datasets, features, monitoring, platform, raw_documents, training
+from assets import (
+    analytics,
+    datasets,
+    evaluation,
+    features,
+    monitoring,
+    platform,
+    raw_documents,
+    training,
+)
 
-ASSET_MODULES = [platform, raw_documents, features, datasets, monitoring, training]
+ASSET_MODULES = [
+    platform,
+    raw_documents,
+    features,
+    datasets,
+    training,
+    evaluation,
+    monitoring,
+    analytics,
+]

@@ -24,7 +24,7 @@ from twin_platform.datasets.build import (
 )
 from twin_platform.datasets.card import length_plot_markdown, preview_markdown
 from twin_platform.datasets.generation import BackendUnavailableError
-from twin_platform.settings import Settings
+from twin_platform.settings import Settings, load_settings
 
 CHECKS = {
     "schema_valid": "Every row is a conversation with the expected roles and string contents.",
@@ -35,22 +35,22 @@ CHECKS = {
 
 
 class DatasetConfig(dg.Config):
-    """Run-time overrides; unset fields take the TWIN_* settings."""
+    """Run-time choices; the other options are TWIN_DATASET_* settings."""
 
-    llm_model: str | None = Field(
-        default=None, description="litellm model string (default TWIN_LLM_MODEL)."
+    llm_model: str = Field(
+        default_factory=lambda: load_settings().llm_model,
+        description="twin-local/<name> or a litellm model string; default TWIN_LLM_MODEL.",
     )
-    max_extracts: int | None = Field(default=None, ge=1, description="Extracts to send to the LLM.")
-    min_samples: int | None = Field(default=None, ge=1, description="Fewer rows fail the run.")
+    min_samples: int = Field(
+        default_factory=lambda: load_settings().dataset_min_samples,
+        ge=1,
+        description="Fewer rows fail the run; default TWIN_DATASET_MIN_SAMPLES.",
+    )
 
 
 def _options(config: DatasetConfig, settings: Settings, author: str) -> BuildOptions:
     return BuildOptions.from_settings(
-        settings,
-        author,
-        llm_model=config.llm_model,
-        max_extracts=config.max_extracts,
-        min_samples=config.min_samples,
+        settings, author, llm_model=config.llm_model, min_samples=config.min_samples
     )
 
 

@@ -13,7 +13,6 @@ from pydantic import Field
 
 from assets.partitions import authors
 from resources import EmbeddingModelResource, PostgresResource, SettingsResource, WarehouseResource
-from twin_platform import sql_models
 from twin_platform.features import pipeline
 from twin_platform.features.embedding import model_max_tokens
 from twin_platform.reporting import histogram_markdown, markdown_table
@@ -267,41 +266,3 @@ def feature_quality(
         passed=q.orphan_chunks == 0 and q.orphan_embeddings == 0,
         metadata={"orphan_chunks": q.orphan_chunks, "orphan_embeddings": q.orphan_embeddings},
     )
-
-
-FEATURE_TABLES = {
-    "cleaned_documents": cleaned_documents.key,
-    "chunks": chunks.key,
-    "embedded_chunks": embedded_chunks.key,
-}
-
-
-def sql_model_asset(model: sql_models.SqlModel) -> dg.AssetsDefinition:
-    """One asset per `dbt_like_sql` model, with lineage to the tables and models it reads."""
-    deps = [FEATURE_TABLES.get(name, dg.AssetKey(name)) for name in model.depends_on]
-
-    @dg.asset(
-        name=model.name,
-        group_name="feature_analytics",
-        deps=deps,
-        kinds={"postgres", "sql"},
-        description=f"{model.description} (`dbt_like_sql/{model.name}.sql` → `{model.table}`)",
-        automation_condition=dg.AutomationCondition.eager(),
-    )
-    def _model(postgres: PostgresResource) -> dg.MaterializeResult:
-        with postgres.connection() as conn:
-            rows = sql_models.run_model(conn, model)
-            sample = sql_models.preview(conn, model)
-        return dg.MaterializeResult(
-            metadata={
-                "rows": rows,
-                "table": model.table,
-                "preview": dg.MetadataValue.md(markdown_table(sample)),
-                "sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
-            }
-        )
-
-    return _model
-
-
-SQL_MODEL_ASSETS = [sql_model_asset(model) for model in sql_models.load_models()]

@@ -17,7 +17,7 @@ from resources import SettingsResource
 from resources.training import TrainingLauncher
 from twin_platform.datasets.artifact import DatasetArtifact
 from twin_platform.models.base_model import BaseModelInfo, prepare_base_model
-from twin_platform.registry import ModelRegistry, ModelVersion
+from twin_platform.registry import ModelRegistry, ModelVersion, model_name
 from twin_platform.settings import Settings
 from twin_platform.training.config import ProfileName, Stage, plan_run
 from twin_platform.training.runner import code_version
@@ -111,7 +111,7 @@ def _train(
         dataset_dir=dataset.path,
         runs_dir=settings.training_dir,
         registry=settings.model_registry_root,
-        model_name=settings.serve_model_name,
+        model_name=model_name(dataset.author),
         lineage={"author": dataset.author, "dataset": dataset.to_dict(), **lineage},
         wandb_dir=settings.wandb_dir,
     )
@@ -120,7 +120,7 @@ def _train(
     )
     result = launcher.run(context, run_config).get_materialize_result()
     metadata = dict(result.metadata or {})
-    version = registry.get(settings.serve_model_name, int(metadata["model_version"].value))
+    version = registry.get(run_config.model_name, int(metadata["model_version"].value))
     yield dg.Output(version, metadata=metadata, data_version=result.data_version)
     metrics = version.manifest["metrics"]
     early, late = metrics.get("early_loss"), metrics.get("late_loss")

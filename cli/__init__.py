@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from cli import data, models, platform, services
+from cli import data, evaluation, models, platform, services, sql
 from twin_platform.servers.common import ServiceError
 from twin_platform.servers.supervisor import use_process_env
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(services.app, name="services")
 app.add_typer(data.datasets_app, name="datasets")
 app.add_typer(models.app, name="models")
+app.add_typer(sql.app, name="sql")
 for command in (
     platform.run,
     platform.ui,
@@ -32,6 +33,7 @@ for command in (
     data.ask,
 ):
     app.command()(command)
+app.command("eval")(evaluation.evaluate_model)
 
 
 def main() -> None:

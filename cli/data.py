@@ -50,13 +50,12 @@ def search(
 @datasets_app.command("build")
 def datasets_build(
     author: Annotated[str, typer.Argument(help="Author key (the partition), e.g. ada-quill.")],
-    max_extracts: Annotated[int | None, typer.Option(help="Extracts sent to the LLM.")] = None,
     model: Annotated[
         str | None, typer.Option(help="litellm model string (default TWIN_LLM_MODEL).")
     ] = None,
 ) -> None:
     """Materialize instruction_dataset and preference_dataset for one author (runs show in the UI)."""
-    config = op_config(DATASET_OPS, max_extracts=max_extracts, llm_model=model)
+    config = op_config(DATASET_OPS, llm_model=model)
     if not run_selection(load_settings(), "group:datasets", [author], config):
         raise typer.Exit(1)
 

@@ -1,5 +1,5 @@
 -- Per author and category: how much writing the twin has, and how it was cut and embedded.
--- depends_on: cleaned_documents, chunks, embedded_chunks
+-- materialized: table
 WITH docs AS (
     SELECT author, category,
            count(*) AS documents,
@@ -9,13 +9,14 @@ WITH docs AS (
            sum(length(content)) AS characters,
            min(published_at) AS first_published,
            max(published_at) AS last_published
-    FROM cleaned_documents GROUP BY author, category
+    FROM {{ source('feature_store', 'cleaned_documents') }} GROUP BY author, category
 ), cut AS (
     SELECT author, category, count(*) AS chunks, sum(token_count) AS tokens,
            round(avg(token_count), 1) AS mean_tokens_per_chunk, max(token_count) AS max_tokens_per_chunk
-    FROM chunks GROUP BY author, category
+    FROM {{ source('feature_store', 'chunks') }} GROUP BY author, category
 ), embedded AS (
-    SELECT author, category, count(*) AS embedded_chunks FROM embedded_chunks GROUP BY author, category
+    SELECT author, category, count(*) AS embedded_chunks
+    FROM {{ source('feature_store', 'embedded_chunks') }} GROUP BY author, category
 )
 SELECT d.author, d.category, d.documents, d.documents_with_text, d.documents_without_text, d.non_english,
        d.characters, coalesce(c.chunks, 0) AS chunks, coalesce(c.tokens, 0) AS tokens,

@@ -67,7 +67,9 @@ def sample(
 
 def test_extracts_are_sentence_aligned_within_bounds_and_sampled_reproducibly() -> None:
     text = " ".join(POSTS.values()) * 3
-    document = SourceDocument("doc1", AUTHOR, "articles", "https://example.com/x", None, text, "en")
+    document = SourceDocument(
+        "doc1", AUTHOR, "articles", "web", "https://example.com/x", None, text, "en"
+    )
     extracts = cut_extracts(document, min_chars=300, max_chars=700)
     assert len(extracts) >= 4
     assert all(300 <= len(e.text) <= 700 * 1.25 for e in extracts)
@@ -80,7 +82,7 @@ def test_extracts_are_sentence_aligned_within_bounds_and_sampled_reproducibly() 
         + POSTS["https://example.com/boring"]
     )
     headed = cut_extracts(
-        SourceDocument("doc2", AUTHOR, "articles", "u", None, post + "\n\n— Ada", "en"),
+        SourceDocument("doc2", AUTHOR, "articles", "web", "u", None, post + "\n\n— Ada", "en"),
         300,
         len(POSTS["https://example.com/p99"])
         + 20,  # the heading fits, the sentence after it does not
@@ -159,14 +161,25 @@ def test_exact_and_near_duplicates_are_removed() -> None:
     assert near_count == 1 and [s.sample_id for s in kept] == ["a", "d"]
 
 
-def test_split_is_seeded_and_decontamination_removes_overlapping_train_rows() -> None:
+def test_split_follows_heldout_documents_and_decontamination_removes_overlapping_train_rows() -> (
+    None
+):
+    from dataclasses import replace
+
+    from twin_platform.datasets.holdout import is_heldout
+
     base = [
-        sample(f"s{i}", f"Sentence number {i} is unique. " * 5, instruction=f"Question {i} here?")
+        replace(
+            sample(f"s{i}", f"Sentence number {i} is unique. " * 5, instruction=f"Question {i}?"),
+            document_id=f"doc{i}",
+        )
         for i in range(20)
     ]
-    splits = curation.split_train_test(base, 0.1, seed=42)
-    assert len(splits["test"]) == 2 and len(splits["train"]) == 18
-    assert splits == curation.split_train_test(list(reversed(base)), 0.1, seed=42)
+    splits = {
+        "train": [s for s in base if not is_heldout(s.document_id, 0.3, seed=42)],
+        "test": [s for s in base if is_heldout(s.document_id, 0.3, seed=42)],
+    }
+    assert splits["test"] and splits["train"]
     # A train row quoting 13+ words of a test row leaks; so does a repeated instruction.
     test_row = splits["test"][0]
     leaking = sample("leak", "Intro. " + test_row.answer, instruction="Something else entirely?")
@@ -508,9 +521,11 @@ def test_dataset_assets_end_to_end_with_the_local_model(
 ) -> None:
     monkeypatch.setenv("TWIN_LLM_MAX_RETRIES", "2")
     monkeypatch.setenv("TWIN_DATASET_ANSWER_MAX_TOKENS", "24")
+    monkeypatch.setenv("TWIN_DATASET_INSTRUCTIONS", "llm")  # back-translation, the capable-model path
+    monkeypatch.setenv("TWIN_DATASET_LLM_BUDGET_S", "6")  # a few calls per stage, then stop
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("authors", [AUTHOR])
-    result = materialize(instance, max_extracts=3, min_samples=1)
+    result = materialize(instance, min_samples=1)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
 
     meta = {
@@ -519,9 +534,10 @@ def test_dataset_assets_end_to_end_with_the_local_model(
     instruction, preference = meta["instruction_dataset"], meta["preference_dataset"]
     steps = {k: v.value for k, v in instruction.items() if k.startswith(("curation/", "llm/"))}
     assert steps["curation/documents"] == 2 and steps["curation/extracts"] >= 2
-    assert steps["llm/requests"] == steps["curation/extracts"]
+    assert steps["llm/requests"] >= 1  # the budget ran out after the first calls
+    assert steps["llm/requests"] + steps["llm/over_budget"] == steps["curation/extracts"]
     assert steps["llm/llm_calls"] == steps["llm/requests"] + steps["llm/retries"]
-    assert steps["curation/generated"] + steps["llm/failed"] == steps["curation/extracts"]
+    assert steps["curation/samples"] + steps["llm/failed"] == steps["llm/requests"]
     assert instruction["dagster/row_count"].value >= 1 and "base64" in instruction["lengths"].value
     assert preference["curation/feedback_corrections"].value == 1
 
@@ -542,7 +558,7 @@ def test_dataset_assets_end_to_end_with_the_local_model(
     assert all(r["chosen"][0]["content"] != r["rejected"][0]["content"] for r in rows)
 
     # Re-materializing replays every LLM answer from the cache: same version, no new call.
-    again = materialize(instance, max_extracts=3, min_samples=1)
+    again = materialize(instance, min_samples=1)
     assert again.success
     for name in DATASET_ASSETS:
         replayed = again.asset_materializations_for_node(name)[0].metadata
@@ -550,7 +566,7 @@ def test_dataset_assets_end_to_end_with_the_local_model(
         assert replayed["llm/llm_calls"].value == 0 and replayed["llm/cache_hits"].value > 0
 
     # Below the minimum the run fails with a clear message instead of writing a tiny dataset.
-    failed = materialize(instance, max_extracts=3, min_samples=1000)
+    failed = materialize(instance, min_samples=1000)
     assert not failed.success
     failure = failed.failure_data_for_node("instruction_dataset")
     assert failure is not None and failure.user_failure_data is not None

@@ -317,15 +317,17 @@ def test_sql_models_build_statistics_that_match_the_tables(
     embedder: Embedder,
     author: str,
 ) -> None:
-    from twin_platform import sql_models
+    from twin_platform.storage import sql_models
 
     insert(db, corpus(author))
     report = materialize_features(instance, author)
-    models = sql_models.load_models()
-    names = [m.name for m in models]
+    project = sql_models.load_project()
+    names = [m.name for m in project.ordered()]
     assert names.index("author_corpus_stats") < names.index("embedding_coverage")
-    for model in models:
-        assert sql_models.run_model(conn, model) > 0
+    for name in ("author_corpus_stats", "chunk_length_distribution", "embedding_coverage"):
+        model = project.models[name]
+        assert sql_models.run_model(conn, project, model) > 0
+        assert all(result.passed for result in sql_models.run_tests(conn, model))
     corpus_stats = conn.execute(
         "SELECT category, documents, chunks, embedded_chunks, non_english FROM analytics.author_corpus_stats"
         " WHERE author = %s ORDER BY category",
@@ -343,8 +345,8 @@ def test_sql_models_build_statistics_that_match_the_tables(
         "SELECT coverage_pct, models FROM analytics.embedding_coverage WHERE author = %s", (author,)
     ).fetchone()
     assert coverage is not None and float(coverage[0]) == 100.0 and coverage[1] == embedder.name
-    preview = sql_models.preview(conn, models[names.index("author_corpus_stats")], limit=3)
-    assert preview.height <= 3 and {"author", "category"} <= set(preview.columns)
+    preview = sql_models.preview(conn, project.models["author_corpus_stats"], limit=3)
+    assert len(preview) <= 3 and {"author", "category"} <= set(preview[0])
 
 
 def test_sample_corpus_end_to_end(

@@ -181,7 +181,8 @@ def document(draw: st.DrawFn) -> Doc:
 
 def squash(text: str) -> str:
     """Markdown as a reader sees it: no link syntax, emphasis, pipes or line markers."""
-    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    while (unlinked := re.sub(r"!?\[([^\]\[]*)\]\([^)]*\)", r"\1", text)) != text:
+        text = unlinked  # links inside links (invalid HTML, but it happens) unwrap from inside
     text = re.sub(r"(?m)^(?:[ \t>]|[-*+](?=\s)|\d+\.(?=\s)|#{1,6}(?=\s))*", "", text)
     text = re.sub(r"(?m)^\|?[ \-|]*$", "", text)  # table rules
     return " ".join(re.sub(r"[*`|]", " ", text).split())

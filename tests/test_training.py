@@ -20,7 +20,7 @@ from resources.training import (
     trainer_command,
 )
 from twin_platform.prompts import chat_messages
-from twin_platform.registry import CANDIDATE, ModelRegistry
+from twin_platform.registry import CANDIDATE, ModelRegistry, model_name
 from twin_platform.settings import load_settings
 from twin_platform.training.config import (
     ALL_LINEAR,
@@ -363,7 +363,9 @@ def test_sft_asset_trains_through_pipes(
         version.version == metadata["model_version"].value
         and (version.path / "config.json").is_file()
     )
-    assert ModelRegistry.from_settings(load_settings()).resolve("twin", CANDIDATE) == version
+    registry = ModelRegistry.from_settings(load_settings())
+    assert version.name == model_name(AUTHOR)  # one registry model per author
+    assert registry.get(version.name, version.version) == version
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "loss_decreased" and check.passed
     logs = [entry.user_message for entry in instance.all_logs(result.run_id)]

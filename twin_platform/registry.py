@@ -32,6 +32,13 @@ from twin_platform.settings import Settings
 CANDIDATE = "candidate"
 PRODUCTION = "production"
 MANIFEST = "manifest.json"
+HISTORY = "alias_history.json"
+
+
+def model_name(author: str) -> str:
+    """One registry model per author: every version of their twin, with their own aliases."""
+    return f"twin-{author}"
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -132,7 +139,7 @@ class ModelRegistry:
     def aliases(self, name: str) -> dict[str, int]:
         _check_name("model name", name)
         if self._s3:
-            return self._s3.read_aliases(name)
+            return {k: int(v) for k, v in (self._s3.read_json(name, "aliases.json") or {}).items()}
         path = self.root / name / "aliases.json"
         return (
             {k: int(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
@@ -175,19 +182,48 @@ class ModelRegistry:
                 (staging / MANIFEST).write_text(json.dumps(full_manifest, indent=2, default=str))
             return self._local_version(name, version)
 
-    def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
-        """Point `alias` at `version` (which must exist); returns that version."""
+    def set_alias(
+        self, name: str, alias: str, version: int, reason: str = "", forced: bool = False
+    ) -> ModelVersion:
+        """Point `alias` at `version` (which must exist) and record the move; returns that version."""
         _check_name("alias", alias)
         target = self.get(name, version)
         with _locked(self.root / ".locks" / f"{name}.lock"):
-            aliases = self.aliases(name) | {alias: version}
-            if self._s3:
-                self._s3.write_aliases(name, aliases)
-            else:
-                write_atomic(
-                    self.root / name / "aliases.json", json.dumps(aliases, indent=2, sort_keys=True)
-                )
+            aliases = self.aliases(name)
+            move = {
+                "alias": alias,
+                "version": version,
+                "previous": aliases.get(alias),
+                "at": datetime.now(UTC).isoformat(),
+                "reason": reason,
+                "forced": forced,
+            }
+            aliases[alias] = version
+            self._write_json(name, "aliases.json", aliases)
+            self._write_json(name, HISTORY, [*self.history(name), move])
         return target
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Every alias move of `name`, oldest first."""
+        _check_name("model name", name)
+        if self._s3:
+            return self._s3.read_json(name, HISTORY) or []
+        path = self.root / name / HISTORY
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def rollback(self, name: str, alias: str = PRODUCTION) -> ModelVersion:
+        """Point `alias` back at the version it held before its last move."""
+        moves = [m for m in self.history(name) if m["alias"] == alias]
+        if not moves or moves[-1]["previous"] is None:
+            raise RegistryError(f"{name}: {alias} has no earlier version to roll back to")
+        return self.set_alias(name, alias, int(moves[-1]["previous"]), reason="rollback")
+
+    def _write_json(self, name: str, file: str, value: Any) -> None:
+        text = json.dumps(value, indent=2, sort_keys=True, default=str)
+        if self._s3:
+            self._s3.write_json(name, file, text)
+        else:
+            write_atomic(self.root / name / file, text)
 
     def _manifests(self, name: str) -> dict[int, dict[str, Any]]:
         """Every complete version's manifest, without downloading weights."""
@@ -264,15 +300,13 @@ class _S3Store:
         key = self._key(name, "versions", version, MANIFEST)
         return json.loads(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    def read_aliases(self, name: str) -> dict[str, int]:
+    def read_json(self, name: str, file: str) -> Any:
+        """The JSON object stored at `name/file`, or None."""
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name, "aliases.json"))[
-                "Body"
-            ]
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name, file))["Body"]
         except self.client.exceptions.NoSuchKey:
-            return {}
-        return {k: int(v) for k, v in json.loads(body.read()).items()}
+            return None
+        return json.loads(body.read())
 
-    def write_aliases(self, name: str, aliases: dict[str, int]) -> None:
-        body = json.dumps(aliases, indent=2, sort_keys=True).encode()
-        self.client.put_object(Bucket=self.bucket, Key=self._key(name, "aliases.json"), Body=body)
+    def write_json(self, name: str, file: str, text: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(name, file), Body=text.encode())

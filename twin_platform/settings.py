@@ -205,22 +205,62 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(
         default=2, ge=0, description="Retries of a failed or invalid LLM answer."
     )
-    dataset_max_extracts: int = Field(
-        default=12,
-        ge=1,
-        description="Extracts per author and run: bounds the LLM time of a dataset build.",
+    dataset_instructions: Literal["auto", "template", "llm"] = Field(
+        default="auto",
+        description="How instructions are written: template (from each document's title, headings"
+        " and opening: instant, every document), llm (back-translation by TWIN_LLM_MODEL), or auto"
+        " (template with the bundled tiny model, llm with any other).",
+    )
+    dataset_llm_budget_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="LLM time per author and dataset build: generation stops starting new calls"
+        " after it (held-out rows go first); cached answers cost nothing.",
+    )
+    dataset_heldout_share: float = Field(
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="Share of each author's documents held out of training, for evaluation"
+        " (a stable rule per document: adding documents never moves an old one).",
     )
     dataset_min_samples: int = Field(
         default=5, ge=1, description="A dataset build with fewer rows fails."
     )
-    dataset_test_fraction: float = Field(
-        default=0.1, gt=0, lt=1, description="Share of rows in the test split."
-    )
     dataset_seed: int = Field(
-        default=42, description="Seed of extract sampling and of the train/test split."
+        default=42, description="Seed of the held-out split and of extract sampling."
     )
     dataset_answer_max_tokens: int = Field(
-        default=128, ge=8, description="Length cap of the generated (rejected) preference answers."
+        default=64, ge=8, description="Length cap of the generated (rejected) preference answers."
+    )
+    # Evaluation and promotion (twin_platform/evaluation)
+    eval_judge_model: str | None = Field(
+        default=None,
+        description="LLM judge (deepeval G-Eval, relevancy, faithfulness): any model string the"
+        " LLM layer takes; unset = judge-free evaluation only. The bundled tiny model may judge,"
+        " but its scores are labelled and never gate.",
+    )
+    eval_judge_api_base: str | None = Field(default=None, description="Server of the judge model.")
+    eval_judge_api_key: SecretStr | None = Field(default=None, description="Key of that server.")
+    eval_min_heldout_documents: int = Field(
+        default=3, ge=1, description="Fewer held-out documents: no evaluation, no promotion."
+    )
+    eval_margin_perplexity: float = Field(
+        default=0.0, ge=0, description="Share by which a candidate may be worse than production."
+    )
+    eval_margin_style: float = Field(
+        default=0.02, ge=0, description="Style similarity a candidate may lose (cosine)."
+    )
+    eval_margin_retrieval: float = Field(
+        default=0.05, ge=0, description="Retrieval hit rate that may be lost since promotion."
+    )
+    eval_margin_judge: float = Field(
+        default=0.1, ge=0, description="Judge score a candidate may lose (1-3 scale)."
+    )
+    promotion_requires_approval: bool = Field(
+        default=False,
+        description="Hold every promotion until a person approves it (launchpad config `approve`,"
+        " or the run tag twin/approved=true).",
     )
     # Feature pipeline (twin_platform/features)
     embedding_model: str = Field(

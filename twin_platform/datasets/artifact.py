@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+import psycopg
 
 from twin_platform.fsutil import publishing
 
@@ -73,6 +74,12 @@ class DatasetArtifact:
         return cls(kind=card["kind"], author=card["author"], version=card["version"], path=path)
 
 
+def latest(root: Path, kind: DatasetKind, author: str) -> DatasetArtifact | None:
+    """The newest complete version of an author's dataset under `root`, or None."""
+    cards = sorted((root / kind / author).glob(f"*/{CARD_FILE}"), key=lambda p: p.stat().st_mtime)
+    return DatasetArtifact.from_folder(cards[-1].parent) if cards else None
+
+
 def to_jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
 
@@ -117,3 +124,20 @@ def write_artifact(
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text, encoding="utf-8")
     return artifact
+
+
+def record_version(conn: psycopg.Connection, artifact: DatasetArtifact, generator: str) -> None:
+    """The version and its counts in Postgres (`dataset_versions`), for the SQL models."""
+    counts = artifact.card()["counts"]
+    conn.execute(
+        "INSERT INTO dataset_versions (kind, author, version, train_rows, test_rows, generator)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (
+            artifact.kind,
+            artifact.author,
+            artifact.version,
+            counts["train"],
+            counts["test"],
+            generator,
+        ),
+    )

@@ -9,11 +9,12 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 
@@ -22,6 +23,7 @@ from twin_platform.datasets.artifact import (
     SPLITS,
     DatasetArtifact,
     DatasetKind,
+    record_version,
     to_jsonl,
     write_artifact,
 )
@@ -34,7 +36,9 @@ from twin_platform.datasets.generation import (
     Generator,
     ResponseCache,
 )
-from twin_platform.llm.options import LLMOptions
+from twin_platform.datasets.holdout import split_documents
+from twin_platform.datasets.instructions import template_samples
+from twin_platform.llm.options import LLMOptions, is_bundled
 from twin_platform.prompts import chat_messages
 from twin_platform.settings import Settings
 
@@ -47,47 +51,68 @@ class DatasetTooSmallError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuildOptions:
+    """How an author's datasets are built; `from_settings` is the one place their values come from.
+
+    The fields without defaults are settings; the others are the recipe's constants.
+    """
+
     author: str
     generation: GenerationOptions
-    max_extracts: int = 12
-    min_samples: int = 5
-    test_fraction: float = 0.1
-    seed: int = 42
-    min_extract_chars: int = 300
+    instructions: Literal["template", "llm"]
+    llm_budget_s: float
+    heldout_share: float
+    min_samples: int
+    seed: int
+    rejected_max_tokens: int
+    section_chars: int = 1200  # template rows: the author's text per row (about 300 tokens)
+    min_extract_chars: int = 300  # llm rows: the extracts the LLM writes an instruction for
     max_extract_chars: int = 1000
     languages: tuple[str, ...] = ("en",)
-    rejected_max_tokens: int = 128
     near_duplicate_threshold: float = 0.8
     decontamination_ngram: int = 13
     min_feedback_chars: int = 20
     rules: RuleConfig = field(default_factory=RuleConfig)
 
     @classmethod
-    def from_settings(cls, settings: Settings, author: str, **overrides: Any) -> BuildOptions:
+    def from_settings(
+        cls,
+        settings: Settings,
+        author: str,
+        llm_model: str | None = None,
+        min_samples: int | None = None,
+    ) -> BuildOptions:
+        llm = LLMOptions.from_settings(settings, llm_model)
         generation = GenerationOptions(
-            llm=LLMOptions.from_settings(settings, overrides.pop("llm_model", None)),
+            llm=llm,
             concurrency=settings.llm_concurrency,
             max_retries=settings.llm_max_retries,
             seed=settings.dataset_seed,
         )
-        values = {
-            "max_extracts": settings.dataset_max_extracts,
-            "min_samples": settings.dataset_min_samples,
-            "test_fraction": settings.dataset_test_fraction,
-            "seed": settings.dataset_seed,
-            "rejected_max_tokens": settings.dataset_answer_max_tokens,
-        } | {k: v for k, v in overrides.items() if v is not None}
-        return cls(author=author, generation=generation, **values)
+        instructions = settings.dataset_instructions
+        if instructions == "auto":
+            instructions = "template" if is_bundled(llm.model) else "llm"
+        return cls(
+            author=author,
+            generation=generation,
+            instructions=instructions,
+            llm_budget_s=settings.dataset_llm_budget_s,
+            heldout_share=settings.dataset_heldout_share,
+            min_samples=min_samples or settings.dataset_min_samples,
+            seed=settings.dataset_seed,
+            rejected_max_tokens=settings.dataset_answer_max_tokens,
+        )
 
     def recipe(self, kind: DatasetKind) -> dict[str, Any]:
         """What, besides the rows, defines a version: generator, prompts and curation settings."""
         return {
             "kind": kind,
+            "instructions": self.instructions,
             "generator_model": self.generation.llm.model,
             "temperature": self.generation.temperature,
             "instruction_prompt": generation.INSTRUCTION_SYSTEM + generation.INSTRUCTION_USER,
             "seed": self.seed,
-            "test_fraction": self.test_fraction,
+            "heldout_share": self.heldout_share,
+            "section_chars": self.section_chars,
             "extract_chars": [self.min_extract_chars, self.max_extract_chars],
             "rules": self.rules.__dict__,
             "near_duplicate_threshold": self.near_duplicate_threshold,
@@ -132,9 +157,10 @@ def _generator(options: BuildOptions, cache_dir: Path) -> Generator:
 
 
 def _curate_common(
-    samples: list[Sample], options: BuildOptions, steps: dict[str, int]
+    samples: list[Sample], heldout: set[str], options: BuildOptions, steps: dict[str, int]
 ) -> tuple[dict[str, list[Sample]], Counter[str]]:
-    """Rules, PII, duplicates, split, decontamination; fills `steps` in order."""
+    """Rules, PII, duplicates, the split by document (held-out documents' rows are `test`), then
+    decontamination of `train` against `test`; fills `steps` in order."""
     samples, dropped = curation.apply_rules(samples, options.rules)
     steps.update({f"dropped_rule_{reason}": n for reason, n in sorted(dropped.items())})
     samples, pii = curation.scrub_samples(samples)
@@ -142,7 +168,10 @@ def _curate_common(
     samples, steps["dropped_near_duplicates"] = curation.drop_near_duplicates(
         samples, options.near_duplicate_threshold
     )
-    splits = curation.split_train_test(samples, options.test_fraction, options.seed)
+    splits = {
+        "train": [s for s in samples if s.document_id not in heldout],
+        "test": [s for s in samples if s.document_id in heldout],
+    }
     splits, steps["dropped_decontamination"] = curation.decontaminate(
         splits, options.decontamination_ngram
     )
@@ -163,7 +192,7 @@ def _ensure_minimum(
         raise DatasetTooSmallError(
             f"{kind} dataset of {options.author!r}: {total} rows, below the minimum of {options.min_samples} "
             f"(TWIN_DATASET_MIN_SAMPLES). Steps: {summary}{errors}. Add documents, raise "
-            f"TWIN_DATASET_MAX_EXTRACTS, or use a stronger TWIN_LLM_MODEL."
+            f"TWIN_DATASET_LLM_BUDGET_S, or use a stronger TWIN_LLM_MODEL."
         )
 
 
@@ -182,6 +211,7 @@ def _write(
         {
             "split": split,
             "sample_id": s.sample_id,
+            "document_id": s.document_id,
             "source_url": s.source_url,
             "category": s.category,
             "origin": s.origin,
@@ -217,42 +247,65 @@ def _write(
 def build_instruction_dataset(
     conn: psycopg.Connection, options: BuildOptions, datasets_root: Path, cache_dir: Path
 ) -> BuildReport:
-    """cleaned_documents of one author -> a curated, versioned instruction dataset."""
+    """cleaned_documents of one author -> a curated, versioned instruction dataset whose `test`
+    split is the held-out documents' rows."""
     started = time.perf_counter()
     steps: dict[str, int] = {}
     documents = extracts.load_documents(conn, options.author)
     steps["documents"] = len(documents)
-    kept_docs = [
-        d for d in documents if not d.language or d.language.split("-")[0] in options.languages
-    ]
-    steps["dropped_document_language"] = len(documents) - len(kept_docs)
-    available = [
-        e
-        for d in kept_docs
-        for e in extracts.cut_extracts(d, options.min_extract_chars, options.max_extract_chars)
-    ]
-    steps["extracts_available"] = len(available)
-    chosen = extracts.sample_extracts(available, options.max_extracts, options.seed)
-    steps["extracts"] = len(chosen)
-    if not chosen:
+    kept = [d for d in documents if not d.language or d.language.split("-")[0] in options.languages]
+    steps["dropped_document_language"] = len(documents) - len(kept)
+    train_docs, heldout_docs = split_documents(kept, options.heldout_share, options.seed)
+    steps["documents_heldout"] = len(heldout_docs)
+    if not kept:
         raise DatasetTooSmallError(
-            f"no extracts for author {options.author!r}: {len(documents)} cleaned documents "
+            f"no usable documents for author {options.author!r}: {len(documents)} cleaned documents "
             "(materialize cleaned_documents for this author first)"
         )
     generator = _generator(options, cache_dir)
-    samples = [
-        Sample(e.extract_id, instruction, e.text, e.url, e.category)
-        for e, instruction in generation.generate_instructions(generator, chosen, options.author)
-        if instruction is not None
-    ]
-    steps["generated"] = len(samples)
-    splits, pii = _curate_common(samples, options, steps)
+    if options.instructions == "template":
+        samples = [s for d in kept for s in template_samples(d, options.section_chars)]
+    else:
+        samples = _back_translated(generator, heldout_docs, train_docs, options, steps)
+    steps["samples"] = len(samples)
+    heldout = {d.document_id for d in heldout_docs}
+    splits, pii = _curate_common(samples, heldout, options, steps)
     steps["train"], steps["test"] = len(splits["train"]), len(splits["test"])
     _ensure_minimum("instruction", options, splits, steps, generator.stats)
     artifact = _write("instruction", options, splits, steps, pii, generator.stats, datasets_root)
+    record_version(conn, artifact, options.generation.llm.model)
     return BuildReport(
         artifact, steps, dict(pii), generator.stats.to_dict(), splits, time.perf_counter() - started
     )
+
+
+def _back_translated(
+    generator: Generator,
+    heldout_docs: list[extracts.SourceDocument],
+    train_docs: list[extracts.SourceDocument],
+    options: BuildOptions,
+    steps: dict[str, int],
+) -> list[Sample]:
+    """The LLM writes the instruction each extract answers, held-out extracts first, then a seeded
+    sample of the rest, until the LLM time budget is spent."""
+
+    def cut(docs: list[extracts.SourceDocument]) -> list[extracts.Extract]:
+        found = [
+            e
+            for d in docs
+            for e in extracts.cut_extracts(d, options.min_extract_chars, options.max_extract_chars)
+        ]
+        return extracts.sample_extracts(found, len(found), options.seed)
+
+    ordered = cut(heldout_docs) + cut(train_docs)
+    steps["extracts"] = len(ordered)
+    deadline = time.monotonic() + options.llm_budget_s
+    written = generation.generate_instructions(generator, ordered, options.author, deadline)
+    return [
+        Sample(e.extract_id, instruction, e.text, e.url, e.category, document_id=e.document_id)
+        for e, instruction in written
+        if instruction is not None
+    ]
 
 
 def read_samples(artifact: DatasetArtifact) -> dict[str, list[Sample]]:
@@ -270,6 +323,7 @@ def read_samples(artifact: DatasetArtifact) -> dict[str, list[Sample]]:
         messages = row["messages"]
         splits[split].append(
             Sample(
+                document_id=source.get("document_id", ""),
                 sample_id=source.get("sample_id", f"{artifact.version}:{index}"),
                 instruction=messages[1]["content"],
                 answer=messages[2]["content"],
@@ -293,27 +347,31 @@ def build_preference_dataset(
     base = read_samples(instructions)
     steps["instruction_rows"] = sum(len(rows) for rows in base.values())
     generator = _generator(options, cache_dir)
-    splits: dict[str, list[Sample]] = {}
+    # Held-out prompts first (evaluation needs them), then a seeded sample of the training ones,
+    # while the LLM time budget lasts: the rest are left out, counted, and cost nothing.
+    train = sorted(base["train"], key=lambda sample: sample.sample_id)
+    random.Random(options.seed).shuffle(train)
+    ordered = [("test", s) for s in base["test"]] + [("train", s) for s in train]
+    answers = generation.generate_answers(
+        generator,
+        [s.instruction for _, s in ordered],
+        options.author,
+        options.rejected_max_tokens,
+        deadline=time.monotonic() + options.llm_budget_s,
+    )
+    splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
     dropped: Counter[str] = Counter()
     pii: Counter[str] = Counter()
+    for (split, sample), answer in zip(ordered, answers, strict=True):
+        if answer is None:
+            dropped["generation_failed"] += 1
+        else:
+            splits[split].append(replace(sample, rejected=answer))
     for split in SPLITS:
-        answers = generation.generate_answers(
-            generator,
-            [s.instruction for s in base[split]],
-            options.author,
-            options.rejected_max_tokens,
-        )
-        pairs = [
-            replace(s, rejected=a)
-            for s, a in zip(base[split], answers, strict=True)
-            if a is not None
-        ]
-        dropped["generation_failed"] += len(base[split]) - len(pairs)
-        pairs, found = curation.scrub_samples(pairs)
+        pairs, found = curation.scrub_samples(splits[split])
         pii.update(found)
-        pairs, reasons = curation.apply_preference_rules(pairs)
+        splits[split], reasons = curation.apply_preference_rules(pairs)
         dropped.update(reasons)
-        splits[split] = pairs
     steps["generated"] = steps["instruction_rows"] - dropped["generation_failed"]
     steps.update({f"dropped_{reason}": n for reason, n in sorted(dropped.items())})
 
@@ -338,6 +396,7 @@ def build_preference_dataset(
     steps["train"], steps["test"] = len(splits["train"]), len(splits["test"])
     _ensure_minimum("preference", options, splits, steps, generator.stats)
     artifact = _write("preference", options, splits, steps, pii, generator.stats, datasets_root)
+    record_version(conn, artifact, options.generation.llm.model)
     return BuildReport(
         artifact, steps, dict(pii), generator.stats.to_dict(), splits, time.perf_counter() - started
     )

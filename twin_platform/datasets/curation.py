@@ -7,7 +7,6 @@ Order in a build: rule filters -> PII scrubbing -> exact duplicates -> near dupl
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -87,12 +86,13 @@ class Sample:
     source_url: str
     category: str
     rejected: str | None = None
-    origin: str = "extract"  # or "feedback"
+    origin: str = "extract"  # or "template", "feedback"
+    document_id: str = ""
 
 
 @dataclass(frozen=True)
 class RuleConfig:
-    min_answer_chars: int = 100
+    min_answer_chars: int = 40
     max_answer_chars: int = 4000
     min_english_share: float = 0.08  # share of common English words; skipped for code
     max_symbol_share: float = 0.35  # non-letter, non-space characters: tables, link lists, markup
@@ -212,16 +212,6 @@ def drop_near_duplicates(samples: list[Sample], threshold: float = 0.8) -> tuple
     return kept, len(samples) - len(kept)
 
 
-def split_train_test(
-    samples: list[Sample], test_fraction: float, seed: int
-) -> dict[str, list[Sample]]:
-    """Seeded shuffle of a stable order; the test split gets at least one row when there are two."""
-    ordered = sorted(samples, key=lambda s: s.sample_id)
-    random.Random(seed).shuffle(ordered)
-    n_test = max(1, round(len(ordered) * test_fraction)) if len(ordered) >= 2 else 0
-    return {"train": ordered[n_test:], "test": ordered[:n_test]}
-
-
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     tokens = words(text)
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
@@ -257,9 +247,11 @@ def preference_violation(sample: Sample) -> str | None:
     chosen, rejected = sample.answer.strip(), (sample.rejected or "").strip()
     if len(chosen) < 100:
         return "chosen_too_short"
-    if not chosen[0].isupper():
+    # The reference's checks read the prose, not its Markdown: "## Heading", "- item", "**Bold**".
+    letters = [c for c in chosen if c.isalpha()]
+    if not letters or not letters[0].isupper():
         return "chosen_not_capitalised"
-    if chosen[-1] not in ".!?":
+    if chosen.rstrip("*_`)\"'").rstrip()[-1:] not in (".", "!", "?"):
         return "chosen_unfinished"
     if len(rejected) < 20:
         return "rejected_too_short"

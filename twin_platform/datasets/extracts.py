@@ -23,6 +23,7 @@ class SourceDocument:
     document_id: str
     author: str
     category: str
+    platform: str
     url: str
     title: str | None
     content: str
@@ -42,7 +43,8 @@ class Extract:
 def load_documents(conn: psycopg.Connection, author: str) -> list[SourceDocument]:
     """The author's usable cleaned snapshot (not empty, not binary) in a stable order, in one query."""
     rows = conn.execute(
-        "SELECT document_id, author, category, url, title, content, language FROM cleaned_documents"
+        "SELECT document_id, author, category, platform, url, title, content, language"
+        " FROM cleaned_documents"
         " WHERE author = %s AND status IN ('ok', 'truncated') ORDER BY document_id",
         (author,),
     ).fetchall()

@@ -100,6 +100,7 @@ class GenerationStats:
     empty: int = 0
     errors: int = 0
     failed: int = 0  # requests that produced nothing after every attempt
+    over_budget: int = 0  # requests not started: the build's LLM time budget was spent
     prompt_tokens: int = 0
     completion_tokens: int = 0
     llm_seconds: float = (
@@ -265,13 +266,29 @@ class Generator:
             )
             raise BackendUnavailableError(self._unavailable) from exc
 
-    def map(self, function: Callable[[T], R], items: Sequence[T], desc: str) -> list[R]:
-        """`function` over `items` with at most `concurrency` LLM calls in flight, with a progress bar."""
+    def map(
+        self,
+        function: Callable[[T], R],
+        items: Sequence[T],
+        desc: str,
+        deadline: float | None = None,
+    ) -> list[R | None]:
+        """`function` over `items` with at most `concurrency` LLM calls in flight, with a progress bar.
+
+        Items not started by `deadline` (a `time.monotonic()` value) give None and count as
+        `over_budget`: a build bounded in time still uses every answer it got.
+        """
         from tqdm import tqdm
+
+        def bounded(item: T) -> R | None:
+            if deadline is not None and time.monotonic() > deadline:
+                self.stats.add(over_budget=1)
+                return None
+            return function(item)
 
         pool = ThreadPoolExecutor(max_workers=self.options.concurrency)
         try:
-            return list(tqdm(pool.map(function, items), total=len(items), desc=desc, mininterval=5))
+            return list(tqdm(pool.map(bounded, items), total=len(items), desc=desc, mininterval=5))
         finally:  # on an error, queued calls are dropped instead of waiting for their timeouts
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -349,25 +366,30 @@ def parse_answer(completion: Completion) -> str:
 
 
 def generate_instructions(
-    generator: Generator, extracts: Iterable[Extract], author: str
+    generator: Generator, extracts: Iterable[Extract], author: str, deadline: float | None = None
 ) -> list[tuple[Extract, str | None]]:
-    """Back-translation: the LLM writes the instruction each extract answers (None where it failed)."""
+    """Back-translation: the LLM writes the instruction each extract answers (None where it failed
+    or the deadline passed first)."""
     items = list(extracts)
 
-    def one(extract: Extract) -> tuple[Extract, str | None]:
-        instruction = generator.generate(
+    def one(extract: Extract) -> str | None:
+        return generator.generate(
             instruction_messages(extract, author),
             lambda c: parse_instruction(c, extract.text),
             max_tokens=96,
             json_schema=INSTRUCTION_SCHEMA,
         )
-        return extract, instruction
 
-    return generator.map(one, items, desc=f"instructions [{author}]")
+    written = generator.map(one, items, desc=f"instructions [{author}]", deadline=deadline)
+    return list(zip(items, written, strict=True))
 
 
 def generate_answers(
-    generator: Generator, prompts: Sequence[str], author: str, max_tokens: int
+    generator: Generator,
+    prompts: Sequence[str],
+    author: str,
+    max_tokens: int,
+    deadline: float | None = None,
 ) -> list[str | None]:
     """What the model says to each prompt in the training chat format: the rejected side of a pair."""
     return generator.map(
@@ -376,4 +398,5 @@ def generate_answers(
         ),
         list(prompts),
         desc=f"answers [{author}]",
+        deadline=deadline,
     )

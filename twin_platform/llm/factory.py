@@ -11,9 +11,7 @@ import threading
 
 from twin_platform.llm.chat import ChatModel
 from twin_platform.llm.local import LocalChatModel, bundled_gguf_path
-from twin_platform.llm.options import LOCAL_PROVIDER, LLMOptions
-
-BUNDLED_ALIASES = {"smollm2", "smollm2-135m", "default"}
+from twin_platform.llm.options import LOCAL_PROVIDER, LLMOptions, is_bundled
 
 _local_models: dict[str, LocalChatModel] = {}
 _local_lock = threading.Lock()
@@ -24,8 +22,7 @@ def local_model_path(model: str) -> str | None:
     prefix = f"{LOCAL_PROVIDER}/"
     if not model.startswith(prefix):
         return None
-    name = model.removeprefix(prefix)
-    return str(bundled_gguf_path()) if name in BUNDLED_ALIASES else name
+    return str(bundled_gguf_path()) if is_bundled(model) else model.removeprefix(prefix)
 
 
 def open_chat_model(options: LLMOptions) -> ChatModel:

@@ -12,6 +12,13 @@ Batching = Literal["auto", "on", "off"]
 
 LOCAL_PROVIDER = "twin-local"
 DEFAULT_MODEL = f"{LOCAL_PROVIDER}/smollm2"
+BUNDLED_NAMES = ("smollm2", "smollm2-135m", "default")
+
+
+def is_bundled(model: str) -> bool:
+    """Whether `model` names the bundled SmolLM2-135M (too small to write instructions or judge)."""
+    provider, _, name = model.partition("/")
+    return provider == LOCAL_PROVIDER and name in BUNDLED_NAMES
 
 
 @dataclass(frozen=True)
