@@ -138,7 +138,9 @@ def main() -> None:
         results["dpo_s"] = time.perf_counter() - started
         results["ppl_dpo"] = held_out_ppl(str(tuned.merged_dir))
         pairs = [
-            PreferencePair(row["prompt"], row["chosen"][0]["content"], row["rejected"][0]["content"])
+            PreferencePair(
+                row["prompt"], row["chosen"][0]["content"], row["rejected"][0]["content"]
+            )
             for row in ready["preferences"].read_split("test")
         ]
         policy = log_likelihoods(load_scorer(str(tuned.merged_dir), "cpu"), pairs, 512)

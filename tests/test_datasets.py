@@ -521,7 +521,8 @@ def test_dataset_assets_end_to_end_with_the_local_model(
 ) -> None:
     monkeypatch.setenv("TWIN_LLM_MAX_RETRIES", "2")
     monkeypatch.setenv("TWIN_DATASET_ANSWER_MAX_TOKENS", "24")
-    monkeypatch.setenv("TWIN_DATASET_INSTRUCTIONS", "llm")  # back-translation, the capable-model path
+    # Back-translation: the path a capable model takes.
+    monkeypatch.setenv("TWIN_DATASET_INSTRUCTIONS", "llm")
     monkeypatch.setenv("TWIN_DATASET_LLM_BUDGET_S", "6")  # a few calls per stage, then stop
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("authors", [AUTHOR])
