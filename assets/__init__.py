@@ -8,6 +8,7 @@ from assets import (
     monitoring,
     platform,
     raw_documents,
+    serving,
     training,
 )
 
@@ -18,6 +19,7 @@ ASSET_MODULES = [
     datasets,
     training,
     evaluation,
+    serving,
     monitoring,
     analytics,
 ]

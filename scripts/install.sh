@@ -24,16 +24,34 @@ else
     DEFAULT_CMAKE="-DGGML_NATIVE=OFF"
 fi
 export CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-$DEFAULT_CMAKE}
+CACHE=${TWIN_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/twin-platform/wheels}
+# The source distribution, once per version: the wheel is built from it, and it carries llama.cpp's
+# HF -> GGUF converter, which the quantized_model asset runs.
+SDIST_DIR="$CACHE/sdist-${LLAMA#*==}"
+if ! ls "$SDIST_DIR"/llama_cpp_python-*.tar.gz >/dev/null 2>&1; then
+    mkdir -p "$SDIST_DIR.tmp"
+    "$VENV/bin/python" -m pip download -q --no-binary :all: --no-deps "$LLAMA" -d "$SDIST_DIR.tmp"
+    rm -rf "$SDIST_DIR" && mv "$SDIST_DIR.tmp" "$SDIST_DIR"
+fi
+SDIST=$(ls "$SDIST_DIR"/llama_cpp_python-*.tar.gz | head -1)
 # One wheel per (version, flags): a wheel built with other flags is never reused.
 FLAGS_KEY=$(printf '%s %s %s' "$LLAMA" "$(uname -m)" "$CMAKE_ARGS" | sha256sum | cut -c1-16)
-WHEELHOUSE=${TWIN_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/twin-platform/wheels}/llama-$FLAGS_KEY
+WHEELHOUSE="$CACHE/llama-$FLAGS_KEY"
 if ! ls "$WHEELHOUSE"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     echo "building $LLAMA once for this machine (about 8 minutes on 2 cores), CMAKE_ARGS=$CMAKE_ARGS"
     mkdir -p "$WHEELHOUSE.tmp"
     # --no-cache-dir: pip's own wheel cache ignores CMAKE_ARGS and would hand back another build.
-    "$VENV/bin/python" -m pip wheel -q --no-cache-dir --no-deps "$LLAMA" -w "$WHEELHOUSE.tmp"
+    "$VENV/bin/python" -m pip wheel -q --no-cache-dir --no-deps "$SDIST" -w "$WHEELHOUSE.tmp"
     printf '%s\n' "$LLAMA" "$CMAKE_ARGS" >"$WHEELHOUSE.tmp/BUILD_FLAGS"
     rm -rf "$WHEELHOUSE" && mv "$WHEELHOUSE.tmp" "$WHEELHOUSE"
+fi
+CONVERTER="$VENV/share/twin-platform/llama.cpp"
+if [ ! -f "$CONVERTER/convert_hf_to_gguf.py" ]; then
+    rm -rf "$CONVERTER.tmp" && mkdir -p "$CONVERTER.tmp"
+    tar -xzf "$SDIST" -C "$CONVERTER.tmp" --strip-components=3 --wildcards \
+        '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/convert_lora_to_gguf.py' \
+        '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*'
+    rm -rf "$CONVERTER" && mv "$CONVERTER.tmp" "$CONVERTER"
 fi
 LINKS=(--find-links "$WHEELHOUSE")
 # Some machines keep local wheels (a CPU build of torch) in /opt/wheels.

@@ -70,8 +70,11 @@ def trace_row(postgres_url: str, trace_id: str) -> dict[str, Any]:
 
 def test_health_and_ready(client: httpx.Client) -> None:
     assert client.get("/health").json() == {"status": "ok"}
-    ready = client.get("/ready")
-    assert ready.status_code == 200 and ready.json()["database"] is True
+    deadline = time.monotonic() + 120
+    while (ready := client.get("/ready")).status_code != 200:  # not ready while the model loads
+        assert ready.json()["reason"] == "model loading" and time.monotonic() < deadline
+        time.sleep(0.5)
+    assert ready.json()["database"] is True and ready.json()["generation_model"] is True
     assert ready.json()["model"].startswith("base:SmolLM2")
 
 
@@ -205,7 +208,8 @@ def test_openai_sdk_against_v1(api_url: str) -> None:
     import openai
 
     sdk = openai.OpenAI(base_url=f"{api_url}/v1", api_key=KEY)
-    assert [m.id for m in sdk.models.list()] == ["twin"]
+    assert [m.id for m in sdk.models.list()] == ["base"]  # and twin-<author> per deployment
+    # "twin" still names the default twin (the base model when no default author is set)
     completion = sdk.chat.completions.create(
         model="twin",
         messages=[{"role": "user", "content": "What flour does Rhea Vance feed her starter?"}],

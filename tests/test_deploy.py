@@ -89,3 +89,16 @@ def test_compose_file_is_complete() -> None:
     assert "change-me" not in text
     workspace = yaml.safe_load((ROOT / "deploy/dagster/workspace.docker.yaml").read_text())
     assert workspace["load_from"][0]["grpc_server"]["host"] == "code-location"
+
+
+def test_run_launchers_forward_only_what_a_run_needs() -> None:
+    """No API keys or trainer tokens in every run's environment; ECS secrets by ARN, from the
+    environment of the deployment, never literal values."""
+    run_needs = {"DATABASE_URL", "MONGODB_URI", "DAGSTER_POSTGRES_URL"}
+    docker = yaml.safe_load((ROOT / "deploy/dagster/dagster.docker.yaml").read_text())
+    assert set(docker["run_launcher"]["config"]["env_vars"]) == run_needs | {"TWIN_HOME"}
+    ecs = yaml.safe_load((ROOT / "deploy/dagster/dagster.ecs.yaml").read_text())
+    config = ecs["run_launcher"]["config"]
+    assert config["secrets_tag"] is None  # no "every secret with this tag" lookup
+    assert {secret["name"] for secret in config["secrets"]} == run_needs
+    assert all(set(secret["valueFrom"]) == {"env"} for secret in config["secrets"])

@@ -1,6 +1,7 @@
 """The whole asset graph, once, through Dagster, on a tiny model built in code.
 
-Raw documents of a small corpus -> features -> datasets -> SFT -> DPO -> evaluation -> promotion,
+Raw documents of a small corpus -> features -> datasets -> SFT -> DPO -> evaluation -> promotion ->
+quantization -> deployment,
 with the trainers launched through Pipes as in production. The model is a 2-layer Llama with the
 real SmolLM2 tokenizer, so every step runs for real in seconds; what this test proves is that the
 steps fit together, not that a tiny model writes well.
@@ -16,6 +17,7 @@ import dagster as dg
 import pytest
 
 from twin_platform.registry import PRODUCTION, ModelRegistry, model_name
+from twin_platform.serving.deployments import DeploymentStore
 from twin_platform.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +83,8 @@ def test_every_asset_materializes_from_raw_documents_to_production(tiny_platform
         "dpo_model",
         "eval_report",
         "production_model",
+        "quantized_model",
+        "deployed_endpoint",
     ):
         assert asset in materialized, f"{asset} was not materialized"
 
@@ -92,4 +96,7 @@ def test_every_asset_materializes_from_raw_documents_to_production(tiny_platform
     registry = ModelRegistry.from_settings(load_settings())
     production = registry.resolve(model_name(AUTHOR), PRODUCTION)
     assert production is not None and production.manifest["lineage"]["stage"] == "dpo"
+    deployment = DeploymentStore(load_settings().deployments_dir).get(AUTHOR)
+    assert deployment is not None and deployment.version == production.version
+    assert deployment.gguf is not None and Path(deployment.gguf).stat().st_size > 0
     assert seconds < 240, f"the graph took {seconds:.0f} s"

@@ -20,7 +20,7 @@ from twin_platform.llm.chat import ChatModel
 from twin_platform.llm.factory import open_chat_model
 from twin_platform.llm.litellm_model import LiteLLMChatModel
 from twin_platform.llm.options import LLMOptions
-from twin_platform.rag.generation import served_model_string
+from twin_platform.serving.models import served_model_string
 from twin_platform.settings import load_settings
 
 KEY = "remote-key-0123456789"

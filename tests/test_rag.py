@@ -149,7 +149,7 @@ def test_context_respects_token_budget() -> None:
     assert built.tokens <= 300
     assert context.approx_tokens(built.text) <= 300
     assert [c.chunk_id for c in built.chunks] == ["0", "1"]  # the second one cut to fit
-    assert built.text.startswith("[1] (posts, u)\n") and built.text.endswith("…")
+    assert built.text.startswith("[1] (posts)\n") and built.text.endswith("…")  # no URL to copy
     assert context.assemble(chunks, budget_tokens=10).chunks == []
 
 
@@ -164,20 +164,23 @@ def corpus(postgres_url: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pipeline(postgres_url: str, corpus: dict[str, str]) -> Iterator[Any]:
     from twin_platform.features.query_encoder import default_encoder
-    from twin_platform.rag.generation import Generator, resolve_served_model
     from twin_platform.rag.pipeline import RagPipeline
     from twin_platform.rag.retriever import Retriever
+    from twin_platform.serving.deployments import DeploymentStore
+    from twin_platform.serving.models import ServedModels
     from twin_platform.storage.postgres import open_pool
 
     settings = load_settings()
     pool = open_pool(postgres_url, max_size=4)
+    models = ServedModels(settings, DeploymentStore(settings.deployments_dir), max_loaded=2)
     yield RagPipeline(
         Retriever(
             pool, default_encoder(settings.embedding_model), ef_search=settings.hnsw_ef_search
         ),
-        Generator(resolve_served_model(settings)),
+        models,
         settings,
     )
+    models.close()
     pool.close()
 
 
@@ -265,17 +268,19 @@ def test_answer_uses_the_training_prompt_format(pipeline: Any, corpus: dict[str,
     """The real SmolLM2 GGUF answers; the prompt is exactly chat_messages(...) with the context."""
     query = "What is the name of Rhea Vance's sourdough starter?"
     trace = Trace(route="test", query=query)
-    answer = pipeline.answer(query, trace, k=2, max_tokens=24, temperature=0.0)
+    with pipeline.begin(query, trace, k=2, max_tokens=24) as answering:
+        answer = pipeline.generate(answering, trace, max_tokens=24, temperature=0.0)
+        counter = answering.lease.model.count_tokens
     assert answer.text.strip() and 0 < answer.completion_tokens <= 24 and answer.prompt_tokens > 50
-    top = answer.retrieval.chunks[0]
+    top = answering.retrieval.chunks[0]
     assert top.chunk_id == corpus["https://rhea.example/sourdough"]
-    context_text = context.assemble(
-        answer.retrieval.chunks, 1024, pipeline.generator.count_tokens
-    ).text
+    budget = pipeline.settings.rag_context_tokens
+    context_text = context.assemble(answering.retrieval.chunks, budget, counter).text
     expected = chat_messages(query, "rhea-vance", context_text)
     assert trace.prompt == "\n\n".join(f"<{m['role']}>\n{m['content']}" for m in expected)
     assert trace.model_version.startswith("base:") and trace.answer == answer.text
-    streamed = "".join(pipeline.stream(expected, trace, max_tokens=24, temperature=0.0))
+    with pipeline.begin(query, trace, k=2, max_tokens=24) as again:
+        streamed = "".join(pipeline.stream(again, trace, max_tokens=24, temperature=0.0))
     assert streamed == answer.text  # greedy: the same text, streamed
     assert trace.latencies_ms["first_token"] <= trace.latencies_ms["generate"]
 

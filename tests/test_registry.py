@@ -1,14 +1,24 @@
-"""The model registry on local disk: versions, manifests, aliases, idempotence, crash safety."""
+"""The model registry on local disk and on S3: versions, manifests, aliases, idempotence, crash
+safety, and several hosts writing at once."""
 
 from __future__ import annotations
 
 import json
 import threading
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from twin_platform.registry import CANDIDATE, PRODUCTION, ModelRegistry, ModelVersion, RegistryError
+from twin_platform.registry import (
+    CANDIDATE,
+    PRODUCTION,
+    ModelRegistry,
+    ModelVersion,
+    RegistryError,
+    folder_digest,
+)
 from twin_platform.settings import load_settings
 
 
@@ -118,38 +128,138 @@ def test_from_settings_defaults_under_twin_home(
     assert ModelRegistry.from_settings(load_settings()).root == (tmp_path / "elsewhere").resolve()
 
 
-def test_s3_registry_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same API against an S3 server (moto's, in-process): versions, manifests, aliases, cache."""
+@pytest.fixture
+def s3_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A registry root on a real S3 API server (moto's, over HTTP on 127.0.0.1)."""
     import boto3
     from moto.server import ThreadedMotoServer
 
     from twin_platform.servers.process import free_port
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    # Moto keeps its state per process, not per server: start each test from an empty one.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
     try:
         for name, value in {
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ENDPOINT_URL": endpoint,
         }.items():
             monkeypatch.setenv(name, value)
         boto3.client("s3").create_bucket(Bucket="models")
-        registry = ModelRegistry("s3://models/twin-platform", cache_dir=tmp_path / "cache")
-        v1 = registry.register(
-            hf_folder(tmp_path / "a", b"one"), name="twin", manifest={"stage": "sft"}
-        )
-        registry.set_alias("twin", PRODUCTION, v1.version)
-        again = registry.register(hf_folder(tmp_path / "b", b"one"), name="twin", manifest={})
-        assert again.version == 1  # same weights: no duplicate upload
-
-        other = ModelRegistry("s3://models/twin-platform", cache_dir=tmp_path / "other-cache")
-        served = other.resolve("twin")
-        assert served is not None and served.version == 1 and served.manifest["stage"] == "sft"
-        assert (served.path / "model.safetensors").read_bytes() == b"one"
-        assert (served.path / "sub" / "extra.txt").is_file()
-        assert other.names() == ["twin"] and [v.version for v in other.versions("twin")] == [1]
+        yield "s3://models/twin-platform"
     finally:
         server.stop()
+
+
+def test_s3_registry_round_trip(s3_root: str, tmp_path: Path) -> None:
+    """The same API against an S3 server: versions, manifests, aliases, history, cache."""
+    registry = ModelRegistry(s3_root, cache_dir=tmp_path / "cache")
+    v1 = registry.register(
+        hf_folder(tmp_path / "a", b"one"), name="twin", manifest={"stage": "sft"}
+    )
+    registry.set_alias("twin", PRODUCTION, v1.version)
+    again = registry.register(hf_folder(tmp_path / "b", b"one"), name="twin", manifest={})
+    assert again.version == 1  # same weights: no duplicate upload
+
+    other = ModelRegistry(s3_root, cache_dir=tmp_path / "other-cache")
+    served = other.resolve("twin")
+    assert served is not None and served.version == 1 and served.manifest["stage"] == "sft"
+    assert (served.path / "model.safetensors").read_bytes() == b"one"
+    assert (served.path / "sub" / "extra.txt").is_file()
+    assert other.names() == ["twin"] and [v.version for v in other.versions("twin")] == [1]
+
+    v2 = other.register(hf_folder(tmp_path / "c", b"two"), name="twin", manifest={})
+    other.set_alias("twin", PRODUCTION, v2.version, reason="better")
+    served = registry.resolve("twin")
+    assert served is not None and served.version == v2.version
+    assert [(m["previous"], m["version"]) for m in registry.history("twin")] == [(None, 1), (1, 2)]
+    assert registry.rollback("twin").version == 1
+    assert other.aliases("twin") == {PRODUCTION: 1}
+
+
+def test_the_s3_server_honours_conditional_writes(s3_root: str) -> None:
+    """The registry's guarantees rest on If-None-Match: * and If-Match; moto implements both."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    s3 = boto3.client("s3")
+    first = s3.put_object(Bucket="models", Key="probe", Body=b"a", IfNoneMatch="*")
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket="models", Key="probe", Body=b"b", IfNoneMatch="*")
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        s3.put_object(Bucket="models", Key="probe", Body=b"b", IfMatch='"stale"')
+    s3.put_object(Bucket="models", Key="probe", Body=b"c", IfMatch=first["ETag"])
+
+
+def test_s3_hosts_registering_at_once_get_distinct_versions(s3_root: str, tmp_path: Path) -> None:
+    """Each registry has its own cache (its own machine): no local lock is shared."""
+    sources = [hf_folder(tmp_path / f"s{i}", f"weights {i}".encode() * 1000) for i in range(4)]
+    results: dict[int, ModelVersion] = {}
+    start = threading.Barrier(len(sources))
+
+    def register(i: int) -> None:
+        registry = ModelRegistry(s3_root, cache_dir=tmp_path / f"host-{i}")
+        start.wait()
+        results[i] = registry.register(sources[i], name="twin", manifest={"host": i})
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(len(sources))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(v.version for v in results.values()) == [1, 2, 3, 4]
+    reader = ModelRegistry(s3_root, cache_dir=tmp_path / "reader")
+    for i, version in results.items():
+        fetched = reader.get("twin", version.version)
+        assert fetched.manifest["host"] == i
+        assert (fetched.path / "model.safetensors").read_bytes() == f"weights {i}".encode() * 1000
+        assert folder_digest(fetched.path) == fetched.manifest["sha256"]
+
+
+def test_s3_upload_that_never_finished_is_invisible_and_never_reused(
+    s3_root: str, tmp_path: Path
+) -> None:
+    """Files of a crashed upload (no manifest) stay out of listings and out of the next version."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    for file, body in {"model.safetensors": b"half a mod", "stale.bin": b"from the crash"}.items():
+        s3.put_object(Bucket="models", Key=f"twin-platform/twin/versions/1/{file}", Body=body)
+    registry = ModelRegistry(s3_root, cache_dir=tmp_path / "cache")
+    assert registry.versions("twin") == []
+
+    version = registry.register(hf_folder(tmp_path / "a", b"whole"), name="twin", manifest={})
+    assert version.version == 2 and not (version.path / "stale.bin").exists()
+    assert [v.version for v in registry.versions("twin")] == [2]
+    with pytest.raises(RegistryError, match="no version 1"):
+        registry.get("twin", 1)
+
+
+def test_s3_alias_moves_from_many_hosts_are_all_kept(s3_root: str, tmp_path: Path) -> None:
+    registry = ModelRegistry(s3_root, cache_dir=tmp_path / "cache")
+    for i in range(2):
+        registry.register(hf_folder(tmp_path / f"v{i}", f"w{i}".encode()), name="twin", manifest={})
+    start = threading.Barrier(4)
+
+    def move(host: int) -> None:
+        mine = ModelRegistry(s3_root, cache_dir=tmp_path / f"host-{host}")
+        start.wait()
+        for i in range(3):
+            mine.set_alias("twin", f"alias-{host}", 1 + (i % 2), reason=f"host {host}")
+
+    threads = [threading.Thread(target=move, args=(host,)) for host in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert registry.aliases("twin") == {f"alias-{host}": 1 for host in range(4)}
+    history = registry.history("twin")
+    assert len(history) == 12
+    for host in range(4):
+        moves = [m for m in history if m["alias"] == f"alias-{host}"]
+        assert [(m["previous"], m["version"]) for m in moves] == [(None, 1), (1, 2), (2, 1)]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psycopg
@@ -200,3 +202,82 @@ def test_a_port_in_time_wait_is_free_and_a_listening_one_is_not() -> None:
             accepted, _ = server.accept()
             accepted.close()  # the server side closes first: its port enters TIME_WAIT
     assert process.port_is_free(port)
+
+
+def _own_mongo(twin_home: Path, name: str) -> tuple[Path, Path, int, str]:
+    """An embedded MongoDB of its own, started (and so owned) by this process."""
+    home = twin_home / name
+    data, run_dir, port = home / "mongo", home / "run", process.free_port()
+    return data, run_dir, port, servers.mongo.start_embedded(data, run_dir, port)
+
+
+def _start_in_another_process(data: Path, run_dir: Path, port: int, unresponsive_s: float) -> str:
+    """What a run worker does: ask for the server (it did not start it, so it does not own it)."""
+    code = (
+        "import sys; from pathlib import Path; from twin_platform.servers import mongo\n"
+        "try:\n"
+        f"    print(mongo.start_embedded(Path({str(data)!r}), Path({str(run_dir)!r}), {port},"
+        f" unresponsive_s={unresponsive_s}))\n"
+        "except mongo.ServiceError as exc:\n"
+        "    print('ServiceError:', exc)\n"
+    )
+    return _in_another_process(code)
+
+
+def test_a_slow_mongo_is_waited_for_not_killed(twin_home: Path) -> None:
+    """A ping over a second (a busy machine, a long fsync) must not make a process kill the
+    server that every other process is writing to."""
+    data, run_dir, port, uri = _own_mongo(twin_home, "slow-mongo")
+    record = process.read_record(run_dir / "mongo.pid")
+    assert record is not None
+    os.kill(record.pid, signal.SIGSTOP)  # silent for 3 s, then itself again
+    resume = threading.Timer(3, os.kill, (record.pid, signal.SIGCONT))
+    resume.start()
+    try:
+        assert _start_in_another_process(data, run_dir, port, unresponsive_s=60) == uri
+        assert process.read_record(run_dir / "mongo.pid") == record
+        servers.mongo.ping(uri)
+    finally:
+        resume.join()
+        servers.mongo.stop_embedded(run_dir)
+
+
+def test_a_hung_mongo_is_restarted_only_by_its_owner(twin_home: Path) -> None:
+    data, run_dir, port, _ = _own_mongo(twin_home, "hung-mongo")
+    record = process.read_record(run_dir / "mongo.pid")
+    assert record is not None
+    os.kill(record.pid, signal.SIGSTOP)
+    try:
+        refused = _start_in_another_process(data, run_dir, port, unresponsive_s=2)
+        assert refused.startswith("ServiceError:") and "has not answered for 2 s" in refused
+        assert "twin services down" in refused and record.is_alive()
+
+        new_uri = servers.mongo.start_embedded(data, run_dir, port, unresponsive_s=2)
+        restarted = process.read_record(run_dir / "mongo.pid")
+        assert restarted is not None and restarted.pid != record.pid and not record.is_alive()
+        servers.mongo.ping(new_uri)
+    finally:
+        if record.is_alive():
+            os.kill(record.pid, signal.SIGKILL)
+        servers.mongo.stop_embedded(run_dir)
+
+
+def test_an_orphaned_hung_mongo_is_restarted_by_whoever_asks(twin_home: Path) -> None:
+    """The process that started the server has exited (`twin services up`): after the long
+    silence, the next process to ask takes over."""
+    data, run_dir, port, _ = _own_mongo(twin_home, "orphan-mongo")
+    pid_file = run_dir / "mongo.pid"
+    record = process.read_record(pid_file)
+    assert record is not None
+    stored = json.loads(pid_file.read_text())
+    stored["info"] |= {"owner_pid": record.pid, "owner_started": 1.0}  # a process long gone
+    pid_file.write_text(json.dumps(stored))
+    os.kill(record.pid, signal.SIGSTOP)
+    try:
+        new_uri = _start_in_another_process(data, run_dir, port, unresponsive_s=2)
+        assert new_uri.startswith("mongodb://") and not record.is_alive()
+        servers.mongo.ping(new_uri)
+    finally:
+        if record.is_alive():
+            os.kill(record.pid, signal.SIGKILL)
+        servers.mongo.stop_embedded(run_dir)

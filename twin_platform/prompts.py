@@ -11,7 +11,10 @@ SYSTEM_PROMPT = (
     "and rhythm. Be concrete and direct."
 )
 
-CONTEXT_TEMPLATE = "Context from {author}'s own writing:\n{context}\n\nRequest: {request}"
+CONTEXT_TEMPLATE = (
+    "Numbered passages from {author}'s own writing:\n{context}\n\n"
+    "Cite the passages you use as [1], [2]; never write a URL.\n\nRequest: {request}"
+)
 
 
 def chat_messages(

@@ -4,11 +4,15 @@ Layout under the root (a local folder by default, `s3://bucket/prefix` by config
 
     <name>/versions/<n>/         an HF folder (merged weights, tokenizer) + manifest.json
     <name>/aliases.json          {"candidate": 3, "production": 2}
+    <name>/alias_history.json    every alias move, for `rollback`
+    <name>/claims/<n>.json       (S3 only) who took version number n
 
 A version is written to a temporary folder and renamed into place (locally) or has its manifest
-uploaded last (S3), so a crash never leaves a half-written version visible. Registering the same
-weights twice returns the existing version instead of a duplicate. Training registers new versions
-as `candidate`; evaluation promotes one to `production`, which the API serves.
+uploaded last (S3), so a crash never leaves a half-written version visible. Locally a file lock
+serialises writers; on S3, shared by many hosts, conditional writes do (see `_S3Store`).
+Registering the same weights twice returns the existing version instead of a duplicate.
+Training registers new versions as `candidate`; evaluation promotes one to `production`, which
+the API serves.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +77,36 @@ def folder_digest(folder: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def _version_manifest(
+    manifest: dict[str, Any], name: str, version: int, digest: str
+) -> dict[str, Any]:
+    return {
+        **manifest,
+        "name": name,
+        "version": version,
+        "sha256": digest,
+        "registered_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _alias_move(
+    alias: str, version: int, previous: int | None, reason: str, forced: bool
+) -> dict[str, Any]:
+    """One entry of the alias history: what `rollback` reads."""
+    return {
+        "alias": alias,
+        "version": version,
+        "previous": previous,
+        "at": datetime.now(UTC).isoformat(),
+        "reason": reason,
+        "forced": forced,
+    }
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
 @contextmanager
@@ -161,22 +196,15 @@ class ModelRegistry:
         if not (source / "config.json").is_file():
             raise RegistryError(f"{source} is not a Hugging Face model folder (no config.json)")
         digest = folder_digest(source)
+        if self._s3:
+            return self._s3.register(source, name, manifest, digest)
         with _locked(self.root / ".locks" / f"{name}.lock"):
             manifests = self._manifests(name)
             for number, existing in manifests.items():
                 if existing.get("sha256") == digest:
                     return self.get(name, number)
             version = max(manifests, default=0) + 1
-            full_manifest = {
-                **manifest,
-                "name": name,
-                "version": version,
-                "sha256": digest,
-                "registered_at": datetime.now(UTC).isoformat(),
-            }
-            if self._s3:
-                self._s3.upload(source, name, version, full_manifest)
-                return self._s3.fetch(name, version)
+            full_manifest = _version_manifest(manifest, name, version, digest)
             with publishing(self.root / name / "versions" / str(version)) as staging:
                 shutil.copytree(source, staging, dirs_exist_ok=True)
                 (staging / MANIFEST).write_text(json.dumps(full_manifest, indent=2, default=str))
@@ -188,16 +216,12 @@ class ModelRegistry:
         """Point `alias` at `version` (which must exist) and record the move; returns that version."""
         _check_name("alias", alias)
         target = self.get(name, version)
+        if self._s3:
+            self._s3.move_alias(name, alias, version, reason, forced)
+            return target
         with _locked(self.root / ".locks" / f"{name}.lock"):
             aliases = self.aliases(name)
-            move = {
-                "alias": alias,
-                "version": version,
-                "previous": aliases.get(alias),
-                "at": datetime.now(UTC).isoformat(),
-                "reason": reason,
-                "forced": forced,
-            }
+            move = _alias_move(alias, version, aliases.get(alias), reason, forced)
             aliases[alias] = version
             self._write_json(name, "aliases.json", aliases)
             self._write_json(name, HISTORY, [*self.history(name), move])
@@ -219,16 +243,9 @@ class ModelRegistry:
         return self.set_alias(name, alias, int(moves[-1]["previous"]), reason="rollback")
 
     def _write_json(self, name: str, file: str, value: Any) -> None:
-        text = json.dumps(value, indent=2, sort_keys=True, default=str)
-        if self._s3:
-            self._s3.write_json(name, file, text)
-        else:
-            write_atomic(self.root / name / file, text)
+        write_atomic(self.root / name / file, _json_text(value))
 
     def _manifests(self, name: str) -> dict[int, dict[str, Any]]:
-        """Every complete version's manifest, without downloading weights."""
-        if self._s3:
-            return {n: self._s3.manifest(name, n) for n in self._s3.version_numbers(name)}
         return {v.version: v.manifest for v in self.versions(name)}
 
     def _local_version(self, name: str, version: int) -> ModelVersion:
@@ -237,7 +254,19 @@ class ModelRegistry:
 
 
 class _S3Store:
-    """The same layout in S3; versions are downloaded once into a local cache for loading."""
+    """The same layout in S3, shared by many hosts with no lock between them:
+
+    - a version number is taken by creating `<name>/claims/<n>.json` with `If-None-Match: *`,
+      which exactly one writer can do; a number that has any object under `versions/<n>/` (files
+      of an upload from before claims) is never taken either;
+    - the manifest is written last, create-only, and readers list only versions that have one, so
+      a crashed upload is never visible and its files never mix into another version;
+    - `aliases.json` and the alias history are updated by compare-and-swap on their ETag
+      (`If-Match`), retried on conflict, so concurrent moves are all kept.
+
+    A server that ignores conditional writes is refused before the first registration. Versions
+    are downloaded once into a local cache for loading.
+    """
 
     def __init__(self, uri: str, cache: Path) -> None:
         import boto3
@@ -246,6 +275,7 @@ class _S3Store:
         self.uri, self.bucket, self.prefix = uri, bucket, prefix.strip("/")
         self.cache = cache
         self.client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        self._conditional_writes_checked = False
 
     def _key(self, *parts: object) -> str:
         return "/".join([p for p in [self.prefix] if p] + [str(part) for part in parts])
@@ -263,26 +293,91 @@ class _S3Store:
         ]
         return sorted(found)
 
-    def version_numbers(self, name: str) -> list[int]:
+    def _folder_numbers(self, name: str) -> list[int]:
+        """Numbers with any object under `versions/<n>/`, complete or not."""
         numbers = []
         for page in self._list(self._key(name, "versions", "")):
             for obj in page.get("CommonPrefixes", []):
                 n = obj["Prefix"].rstrip("/").rsplit("/", 1)[-1]
-                if n.isdigit() and self._exists(self._key(name, "versions", n, MANIFEST)):
+                if n.isdigit():
                     numbers.append(int(n))
-        return sorted(numbers)
+        return numbers
+
+    def version_numbers(self, name: str) -> list[int]:
+        """Complete versions only: those whose manifest was written."""
+        return sorted(
+            n
+            for n in self._folder_numbers(name)
+            if self._exists(self._key(name, "versions", n, MANIFEST))
+        )
 
     def _exists(self, key: str) -> bool:
         return "Contents" in self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+
+    def register(
+        self, source: Path, name: str, manifest: dict[str, Any], digest: str
+    ) -> ModelVersion:
+        for number in self.version_numbers(name):
+            if self.manifest(name, number).get("sha256") == digest:
+                return self.fetch(name, number)
+        version = self._claim(name, digest)
+        self.upload(source, name, version, _version_manifest(manifest, name, version, digest))
+        return self.fetch(name, version)
+
+    def _claim(self, name: str, digest: str) -> int:
+        """Take the next unused version number; a number another host took first is skipped."""
+        self._check_conditional_writes()
+        claimed = [
+            int(obj["Key"].rsplit("/", 1)[-1].removesuffix(".json"))
+            for page in self._list(self._key(name, "claims", ""))
+            for obj in page.get("Contents", [])
+            if obj["Key"].rsplit("/", 1)[-1].removesuffix(".json").isdigit()
+        ]
+        version = max([*claimed, *self._folder_numbers(name)], default=0) + 1
+        claim = {"sha256": digest, "host": socket.gethostname(), "pid": os.getpid()}
+        body = _json_text({**claim, "at": datetime.now(UTC).isoformat()}).encode()
+        while True:
+            key = self._key(name, "claims", f"{version}.json")
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+                return version
+            except self.client.exceptions.ClientError as exc:
+                status = _http_status(exc)
+                if status == 412:  # taken: try the next number
+                    version += 1
+                elif status != 409:  # 409: a concurrent conditional write; try this one again
+                    raise
+
+    def _check_conditional_writes(self) -> None:
+        """Version claims are only exclusive if the server honours If-None-Match: a second
+        create-only write of the same probe object must be refused."""
+        if self._conditional_writes_checked:
+            return
+        for _ in range(2):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(".conditional-write-probe"),
+                    Body=b"",
+                    IfNoneMatch="*",
+                )
+            except self.client.exceptions.ClientError as exc:
+                if _http_status(exc) not in (409, 412):
+                    raise
+                self._conditional_writes_checked = True
+                return
+        raise RegistryError(
+            f"{self.uri}: this S3 server ignores If-None-Match, so two hosts could register the"
+            " same version; use AWS S3 or a server with conditional writes (e.g. MinIO)"
+        )
 
     def upload(self, source: Path, name: str, version: int, manifest: dict[str, Any]) -> None:
         for path in sorted(p for p in source.rglob("*") if p.is_file() and p.name != MANIFEST):
             key = self._key(name, "versions", version, path.relative_to(source).as_posix())
             self.client.upload_file(str(path), self.bucket, key)
         body = json.dumps(manifest, indent=2, default=str).encode()
-        self.client.put_object(
-            Bucket=self.bucket, Key=self._key(name, "versions", version, MANIFEST), Body=body
-        )
+        key = self._key(name, "versions", version, MANIFEST)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
 
     def fetch(self, name: str, version: int) -> ModelVersion:
         local = self.cache / name / "versions" / str(version)
@@ -308,5 +403,37 @@ class _S3Store:
             return None
         return json.loads(body.read())
 
-    def write_json(self, name: str, file: str, text: str) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(name, file), Body=text.encode())
+    def update_json(self, name: str, file: str, change: Callable[[Any], Any]) -> None:
+        """Replace the JSON object at `name/file` (None when absent) by `change(current)`, unless
+        another writer replaced it since it was read: then read again and retry."""
+        key = self._key(name, file)
+        while True:
+            try:
+                stored = self.client.get_object(Bucket=self.bucket, Key=key)
+                current, condition = json.loads(stored["Body"].read()), {"IfMatch": stored["ETag"]}
+            except self.client.exceptions.NoSuchKey:
+                current, condition = None, {"IfNoneMatch": "*"}
+            body = _json_text(change(current)).encode()
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition)
+                return
+            except self.client.exceptions.ClientError as exc:
+                if _http_status(exc) not in (409, 412):
+                    raise
+
+    def move_alias(self, name: str, alias: str, version: int, reason: str, forced: bool) -> None:
+        """Point the alias, then append the move to the history, each by compare-and-swap."""
+        previous: list[int | None] = [None]
+
+        def point(aliases: dict[str, int] | None) -> dict[str, int]:
+            previous[0] = (aliases or {}).get(alias)
+            return {**(aliases or {}), alias: version}
+
+        self.update_json(name, "aliases.json", point)
+        move = _alias_move(alias, version, previous[0], reason, forced)
+        self.update_json(name, HISTORY, lambda moves: [*(moves or []), move])
+
+
+def _http_status(exc: Exception) -> int | None:
+    """The HTTP status of a botocore ClientError."""
+    return getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")

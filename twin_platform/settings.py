@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from twin_platform.collection.crawlers.addresses import parse_allow_network
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,10 +63,23 @@ class Settings(BaseSettings):
     )
     crawl_allow_networks: list[str] = Field(
         default_factory=list,
-        description='CIDRs crawlers may reach despite the SSRF guard, e.g. ["127.0.0.1/32"].',
+        description='CIDRs crawlers may reach despite the SSRF guard, e.g. ["127.0.0.1/32"];'
+        " entries that open all or much of the address space are refused.",
     )
     crawl_timeout_s: float = Field(
         default=20.0, gt=0, description="Per-request connect/read timeout."
+    )
+    crawl_request_deadline_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Whole-request limit (redirects, retries, body): a server trickling bytes"
+        " never trips the read timeout.",
+    )
+    crawl_source_deadline_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Limit per source URL from its first request (a feed and its post pages);"
+        " what it collected in time is kept.",
     )
     crawl_retries: int = Field(
         default=3, ge=0, description="Retries on timeouts, 429 and 5xx, with exponential backoff."
@@ -121,6 +136,20 @@ class Settings(BaseSettings):
     )
     serve_api_key: SecretStr | None = Field(
         default=None, description="Key for TWIN_SERVE_API_BASE."
+    )
+    api_url: str | None = Field(
+        default=None,
+        description="The running API that deployments switch (e.g. http://api:8000 in compose);"
+        " unset: the one `twin serve --background` or `twin run` started, if any.",
+    )
+    serve_max_loaded_models: int = Field(
+        default=4,
+        ge=1,
+        description="Authors' models kept loaded at once (the least recently used idle one is"
+        " unloaded first): bounds the API's memory, about 110 MB per quantized 135M model on CPU.",
+    )
+    serve_quantization: Literal["Q8_0", "Q4_K_M"] = Field(
+        default="Q4_K_M", description="The quantized file a deployment serves on CPU."
     )
     serve_model_name: str = Field(
         default="twin", description="Registry name looked up for serving."
@@ -271,6 +300,18 @@ class Settings(BaseSettings):
         default="auto", description="auto (CUDA when available), cpu, cuda, cuda:1, mps."
     )
     embedding_batch_size: int = Field(default=64, ge=1, description="Texts per forward pass.")
+    embedding_backend: Literal["auto", "torch", "onnx"] = Field(
+        default="auto",
+        description="The feature pipeline's encoder: onnx (the query encoder's ONNX Runtime export,"
+        " CPU; same vectors, cosine >= 0.999 to torch's), torch (sentence-transformers), or auto"
+        " (onnx on CPU, torch on a GPU).",
+    )
+    embedding_cuda_batch_size: int = Field(
+        default=256,
+        ge=1,
+        description="Texts per forward pass on a GPU (benchmarks/bench_features.py --device cuda"
+        " sweeps it).",
+    )
     query_encoder: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
         description="Serving's query embedding: onnx (ONNX Runtime, CPU), torch, or auto (onnx on CPU).",
@@ -291,6 +332,41 @@ class Settings(BaseSettings):
         ge=1,
         description="pgvector HNSW candidate list per query (raised to k if lower).",
     )
+    hnsw_m: int = Field(default=16, ge=2, le=100, description="HNSW graph degree.")
+    hnsw_ef_construction: int = Field(
+        default=128, ge=4, le=1000, description="HNSW candidate list while building."
+    )
+    hnsw_storage: Literal["vector", "halfvec"] = Field(
+        default="vector",
+        description="Precision of the indexed copy: vector (float32) or halfvec (an expression"
+        " index on embedding::halfvec: half the graph memory). A change is built beside the old"
+        " index by the next embedding run; restart the API after it.",
+    )
+    hnsw_build_memory: str = Field(
+        default="auto",
+        pattern=r"^(auto|\d+(kB|MB|GB))$",
+        description="maintenance_work_mem cap of an index build: auto = half the available memory"
+        " for the embedded server, the server's own setting for DATABASE_URL; or a size.",
+    )
+    hnsw_build_workers: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="Parallel workers of an index build beside the leader; unset = a core each on"
+        " the embedded server (at most 7), the server's own setting for DATABASE_URL.",
+    )
+    hnsw_bulk_load_rows: int = Field(
+        default=50_000,
+        ge=1,
+        description="A load of this many chunks into a store with fewer rows writes the rows first"
+        " and builds the index once at the end.",
+    )
+
+    @field_validator("crawl_allow_networks")
+    @classmethod
+    def _valid_allow_networks(cls, value: list[str]) -> list[str]:
+        """Fail at load, in one line, rather than on every URL (or silently allowing everything)."""
+        return [parse_allow_network(entry) for entry in value]
 
     # Every path under TWIN_HOME, in one place.
 
@@ -359,6 +435,15 @@ class Settings(BaseSettings):
     def models_cache_dir(self) -> Path:
         """Local copies of versions from an S3 registry."""
         return self.home / "models-cache"
+
+    @property
+    def quantized_dir(self) -> Path:
+        return self.home / "quantized"
+
+    @property
+    def deployments_dir(self) -> Path:
+        """One record per author: the version the API serves (see `serving.deployments`)."""
+        return self.home / "deployments"
 
     @property
     def alerts_file(self) -> Path:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from twin_platform.api.deps import Serving
-from twin_platform.api.routers import chat, feedback, health, openai, rag
+from twin_platform.api.routers import admin, chat, feedback, health, openai, rag
 from twin_platform.api.schemas import error_payload
 from twin_platform.api.security import BodySizeLimit, KeyStore, RateLimiter, parse_keys
 from twin_platform.settings import Settings, load_settings
@@ -30,26 +30,25 @@ log = logging.getLogger("twin_platform.api")
 def build_serving(settings: Settings) -> Serving:
     """Connect and load what requests need. Heavy imports live here, not at module import."""
     from twin_platform import servers
-    from twin_platform.features.query_encoder import query_encoder
     from twin_platform.monitoring import TraceWriter
-    from twin_platform.rag.generation import Generator, resolve_served_model
     from twin_platform.rag.pipeline import RagPipeline
-    from twin_platform.rag.retriever import Retriever, open_search_pool
+    from twin_platform.rag.retriever import open_retriever
+    from twin_platform.serving.deployments import DeploymentStore
+    from twin_platform.serving.models import ServedModels
 
-    pool = open_search_pool(servers.postgres_uri(settings), settings.hnsw_ef_search)
-    encoder = query_encoder(settings)
-    encoder(["warm up"])
-    generator = Generator(resolve_served_model(settings))
-    retriever = Retriever(pool, encoder, settings.rag_candidates, ef_search=None)  # set by the pool
-    pipeline = RagPipeline(retriever, generator, settings)
+    retriever, pool = open_retriever(settings, servers.postgres_uri(settings))
+    retriever.encode(["warm up"])
+    models = ServedModels(
+        settings, DeploymentStore(settings.deployments_dir), settings.serve_max_loaded_models
+    )
     keys = KeyStore(parse_keys(settings.api_keys))
     if keys.open:
         log.warning("TWIN_API_KEYS is not set: the API accepts requests without a key")
     return Serving(
         settings=settings,
         pool=pool,
-        pipeline=pipeline,
-        generator=generator,
+        pipeline=RagPipeline(retriever, models, settings),
+        models=models,
         writer=TraceWriter(pool),
         keys=keys,
         limiter=RateLimiter(settings.api_rate_limit_per_minute),
@@ -57,11 +56,15 @@ def build_serving(settings: Settings) -> Serving:
 
 
 def _preload(serving: Serving) -> None:
+    """The default author's model (else the base model), so the first answer does not pay its load;
+    a failure is logged and shown by /ready."""
+    author = serving.settings.rag_default_author
     try:
-        serving.generator.model  # noqa: B018 - loads it
-        log.info("serving model %s", serving.generator.served.version)
+        with serving.models.lease(author) as lease:
+            log.info("serving %s", lease.version)
     except Exception as exc:
-        log.error("could not load the model %s: %s", serving.generator.served.version, exc)
+        serving.load_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log.error("could not load the model for %s: %s", author or "the base model", exc)
 
 
 def create_app(settings: Settings | None = None, preload_model: bool = True) -> FastAPI:
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None, preload_model: bool = True) -> 
             threading.Thread(target=_preload, args=(serving,), daemon=True).start()
         yield
         serving.writer.close()
+        serving.models.close()
         serving.pool.close()
 
     app = FastAPI(
@@ -83,7 +87,14 @@ def create_app(settings: Settings | None = None, preload_model: bool = True) -> 
         version="0.1.0",
         lifespan=lifespan,
     )
-    for router in (health.router, rag.router, openai.router, feedback.router, chat.router):
+    for router in (
+        health.router,
+        rag.router,
+        openai.router,
+        feedback.router,
+        chat.router,
+        admin.router,
+    ):
         app.include_router(router)
 
     origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]

@@ -10,8 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from twin_platform.api.security import KeyStore, RateLimiter, retry_after_header
 from twin_platform.monitoring import TraceWriter
-from twin_platform.rag.generation import Generator
 from twin_platform.rag.pipeline import RagPipeline
+from twin_platform.serving.models import ServedModels
 from twin_platform.settings import Settings
 
 
@@ -22,10 +22,11 @@ class Serving:
     settings: Settings
     pool: Any  # psycopg_pool.ConnectionPool
     pipeline: RagPipeline
-    generator: Generator
+    models: ServedModels
     writer: TraceWriter
     keys: KeyStore
     limiter: RateLimiter
+    load_error: str | None = None  # why the default model failed to load, if it did
 
 
 # The dependencies are `async def` though they never await: FastAPI runs a plain `def` dependency in

@@ -35,7 +35,17 @@ class RetrieveRequest(Strict):
     )
 
 
+class Turn(Strict):
+    """An earlier turn of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=MAX_QUERY_CHARS * 4)
+
+
 class RagRequest(RetrieveRequest):
+    history: list[Turn] = Field(
+        default_factory=list, max_length=64, description="Earlier turns, oldest first."
+    )
     stream: bool = Field(
         default=False, description="Server-sent events: sources, then text deltas, then done."
     )
@@ -54,14 +64,16 @@ class Source(BaseModel):
     source_url: str
     score: float
     snippet: str
+    cited: bool = Field(default=False, description="The answer cites this source.")
 
     @classmethod
-    def from_chunk(cls, chunk: Chunk) -> Source:
+    def from_chunk(cls, chunk: Chunk, cited: bool = False) -> Source:
         return cls(
             **chunk.model_dump(include={"chunk_id", "document_id", "author", "category"}),
             source_url=chunk.source_url,
             score=round(chunk.score, 5),
             snippet=chunk.content[:SNIPPET_CHARS],
+            cited=cited,
         )
 
 
@@ -85,9 +97,12 @@ class RetrieveResponse(BaseModel):
 
 
 class RagResponse(RetrieveResponse):
-    answer: str | None
-    model: str | None
+    answer: str | None = Field(
+        description="Citations are links `[n](url)` to the numbered sources; invented ones are dropped."
+    )
+    model: str | None = Field(description="The model version that answered.")
     usage: Usage | None
+    cited: list[str] = Field(default_factory=list, description="URLs of the sources cited.")
 
 
 class FeedbackRequest(Strict):
@@ -112,6 +127,7 @@ class Readiness(BaseModel):
     embedding_model: bool
     generation_model: bool
     model: str
+    reason: str | None = Field(default=None, description="Why it is not ready.")
 
 
 class ErrorBody(BaseModel):
@@ -179,6 +195,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "twin-platform"
     version: str
+    author: str | None = Field(default=None, description="Whose twin it is; none: the base model.")
 
 
 class ModelList(BaseModel):

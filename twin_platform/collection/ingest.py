@@ -119,7 +119,8 @@ def collect(
     url_sources = [s for s in author.sources if s.path is None]
     if url_sources:
         targets = [
-            CrawlTarget(str(s.url), None if s.kind == "auto" else s.kind) for s in url_sources
+            CrawlTarget(str(s.url), None if s.kind == "auto" else s.kind, tuple(s.allow_networks))
+            for s in url_sources
         ]
         done: list[CrawlTarget] = []
 

@@ -11,6 +11,8 @@ authors:
       - path: repos/quillstack                # a local repository ...
         kind: git
         url: https://github.com/ada-quill/quillstack   # ... stored under its public URL
+      - url: http://wiki.corp.example/ada     # an internal site: its network allowed for this
+        allow_networks: [10.1.2.0/24]         # source only (the SSRF guard stays on for others)
 ```
 
 Relative paths are resolved against the file's folder. Writes are atomic and locked, so two
@@ -26,6 +28,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from twin_platform.collection.crawlers.addresses import parse_allow_network
 from twin_platform.collection.crawlers.dispatcher import CRAWLER_KINDS
 from twin_platform.collection.importers import EXPORT_KINDS
 from twin_platform.fsutil import write_atomic
@@ -55,6 +58,16 @@ class SourceSpec(BaseModel):
     base_url: str | None = Field(
         default=None, description="Public site of an export (Substack), for real URLs."
     )
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs this source may reach despite the SSRF guard (an intranet wiki:"
+        " ['10.1.2.0/24']), on top of TWIN_CRAWL_ALLOW_NETWORKS.",
+    )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        return [parse_allow_network(entry) for entry in value]
 
     @model_validator(mode="after")
     def _one_location(self) -> SourceSpec:

@@ -35,7 +35,7 @@ def load_scorer(model: str, device: str | None = None) -> tuple[Any, Any]:
     return tokenizer, hf_model
 
 
-def _encode(
+def encode(
     tokenizer: Any, prompt: Messages, answer: str, max_answer_tokens: int
 ) -> tuple[list[int], int]:
     """Token ids of prompt + answer, and where the answer starts. The answer is cut to
@@ -63,7 +63,7 @@ def score_answers(
 
     results = []
     for prompt, answer in rows:
-        ids, start = _encode(tokenizer, prompt, answer, max_answer_tokens)
+        ids, start = encode(tokenizer, prompt, answer, max_answer_tokens)
         if len(ids) - start < 1:
             results.append(Scored(0.0, 0))
             continue

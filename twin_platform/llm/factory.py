@@ -25,14 +25,17 @@ def local_model_path(model: str) -> str | None:
     return str(bundled_gguf_path()) if is_bundled(model) else model.removeprefix(prefix)
 
 
-def open_chat_model(options: LLMOptions) -> ChatModel:
+def open_chat_model(options: LLMOptions, shared: bool = True) -> ChatModel:
     """The backend for `options.model`. An in-process model is loaded on first use and cached by
-    path: one copy of the weights per process, with the runtime options of its first caller."""
+    path: one copy of the weights per process, with the runtime options of its first caller.
+    `shared=False` gives a model of its own, which the caller closes (the API's swaps do)."""
     path = local_model_path(options.model)
     if path is None:
         from twin_platform.llm.litellm_model import LiteLLMChatModel
 
         return LiteLLMChatModel(options)
+    if not shared:
+        return LocalChatModel.from_options(path, options)
     with _local_lock:
         if path not in _local_models:
             _local_models[path] = LocalChatModel.from_options(path, options)

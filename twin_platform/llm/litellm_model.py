@@ -121,6 +121,9 @@ class LiteLLMChatModel:
             if close is not None:
                 close()
 
+    def close(self) -> None:
+        """Nothing is held here: the server owns the model."""
+
     def count_tokens(self, text: str) -> int:
         """litellm's tokenizer for the model (tiktoken for models it does not know: an estimate)."""
         try:

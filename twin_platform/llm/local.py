@@ -123,9 +123,14 @@ class LocalChatModel:
         return self._batcher is not None
 
     def close(self) -> None:
-        """Stop the batching thread, if any (the model is unusable for batched calls afterwards)."""
+        """Stop the batching thread and free the weights: the model answers no more calls."""
         if self._batcher is not None:
             self._batcher.close()
+        if self.backend == "llama_cpp":
+            with self._lock:  # after a call in flight ends
+                self._llama.close()
+        else:
+            self._hf_model = None
 
     # Loading -------------------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ class Context:
 
 
 def _header(i: int, chunk: Chunk) -> str:
-    return f"[{i}] ({chunk.category}, {chunk.source_url})\n"
+    """The passage's number, what it cites by; no URL: small models copy and invent URLs."""
+    return f"[{i}] ({chunk.category})\n"
 
 
 def assemble(

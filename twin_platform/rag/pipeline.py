@@ -1,24 +1,25 @@
 """The RAG pipeline: retrieval steps then generation, each timed and recorded on the request's trace.
 
-The one orchestration of every route: `prompt` (retrieve, then messages in the training format, with
-chat history) then `generate` or `stream`; `answer` is the two in one call. Routes only translate
-their request and response shapes.
+The one orchestration of every route: `begin` (retrieve, lease the author's model, then messages in
+the training format, with chat history) then `generate` or `stream`, whose answers have their
+citations resolved. Routes only translate their request and response shapes.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from twin_platform.llm.chat import ChatResult
+from twin_platform.llm.chat import ChatModel
 from twin_platform.monitoring import Trace
 from twin_platform.rag import context as ctx
 from twin_platform.rag import expansion, rerank, self_query
-from twin_platform.rag.generation import Generator, Messages, build_messages, render_prompt
+from twin_platform.rag.citations import CitationFilter
+from twin_platform.rag.generation import Messages, build_messages, render_prompt
 from twin_platform.rag.retriever import Retriever
+from twin_platform.serving.models import Lease, ServedModels
 from twin_platform.settings import Settings
 from twin_platform.storage.feature_store.records import Chunk
 
@@ -42,26 +43,45 @@ class Retrieval:
 
 
 @dataclass
-class Prompt:
+class Answering:
+    """A request between retrieval and its answer: the prompt, and the model leased to answer it.
+
+    Close it (or use it as a context manager) when the answer is done: the lease keeps the model
+    loaded, which a streamed answer needs for as long as the stream lasts.
+    """
+
     retrieval: Retrieval  # empty when retrieval was off
     messages: Messages
+    lease: Lease
+    sources: list[str]  # the source URL of each numbered passage in the prompt, in order
+    citations: CitationFilter
+    _models: ServedModels
+
+    def close(self) -> None:
+        self._models.release(self.lease)
+
+    def __enter__(self) -> Answering:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
 class Answer:
-    retrieval: Retrieval
-    text: str
+    text: str  # with citations turned into links and invented ones dropped
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    cited: list[int]  # 1-based numbers of the passages cited
 
 
 class RagPipeline:
     def __init__(
-        self, retriever: Retriever, generator: Generator | None, settings: Settings
+        self, retriever: Retriever, models: ServedModels | None, settings: Settings
     ) -> None:
         self.retriever = retriever
-        self.generator = generator
+        self.models = models
         self.settings = settings
         self.reranker = rerank.get_reranker(settings.rag_reranker)
 
@@ -77,11 +97,21 @@ class RagPipeline:
         k: int | None = None,
     ) -> Retrieval:
         s = self.settings
-        llm = (
-            self.generator.model
-            if self.generator and "llm" in (s.rag_self_query, s.rag_expansion_mode)
-            else None
-        )
+        if self.models is not None and "llm" in (s.rag_self_query, s.rag_expansion_mode):
+            with self.models.lease(None) as lease:
+                return self._retrieve(query, trace, author, category, k, lease.model)
+        return self._retrieve(query, trace, author, category, k, None)
+
+    def _retrieve(
+        self,
+        query: str,
+        trace: Trace,
+        author: str | None,
+        category: str | None,
+        k: int | None,
+        llm: ChatModel | None,
+    ) -> Retrieval:
+        s = self.settings
         with timed(trace, "self_query"):
             if s.rag_self_query == "llm" and llm is not None:
                 found = self_query.extract_filters_llm(query, self.retriever.known_authors(), llm)
@@ -106,16 +136,9 @@ class RagPipeline:
         ]
         return Retrieval(filters, queries, chunks)
 
-    # Generation ----------------------------------------------------------------------------------
+    # Answering -----------------------------------------------------------------------------------
 
-    def _persona(self, retrieval: Retrieval) -> str | None:
-        """The author to write as: the filter, else the author most retrieved, else the default."""
-        if retrieval.filters.author:
-            return retrieval.filters.author
-        authors = Counter(c.author for c in retrieval.chunks)
-        return authors.most_common(1)[0][0] if authors else self.settings.rag_default_author
-
-    def prompt(
+    def begin(
         self,
         query: str,
         trace: Trace,
@@ -126,115 +149,111 @@ class RagPipeline:
         max_tokens: int | None = None,
         history: Messages | None = None,
         retrieve: bool = True,
-    ) -> Prompt:
-        """Retrieval (unless off), then context within the token budget, then messages in the
-        training format; earlier chat turns go before the query."""
-        assert self.generator is not None, "generation is off"
+    ) -> Answering:
+        """Retrieval (unless off), the author's model leased, then the retrieved passages that fit
+        its context beside the prompt and the answer, in the training format; earlier chat turns
+        go before the query. The author is the request's, else the one the query names, else the
+        default author."""
+        assert self.models is not None, "generation is off"
         if retrieve:
             retrieval = self.retrieve(query, trace, author=author, category=category, k=k)
-            context = self._context(retrieval, trace, max_tokens or self.settings.gen_max_tokens)
         else:
             retrieval = Retrieval(self_query.QueryFilters(author=author, category=category), [], [])
+        persona = retrieval.filters.author or self.settings.rag_default_author
+        lease = self.models.acquire(persona)
+        try:
             context = None
-        messages = build_messages(query, self._persona(retrieval), context, history)
+            if retrieval.chunks:
+                context = self._context(retrieval, trace, lease, max_tokens)
+            messages = build_messages(query, persona, context.text if context else None, history)
+        except BaseException:
+            self.models.release(lease)
+            raise
         trace.prompt = render_prompt(messages)
-        trace.model_version = self.generator.served.version
-        return Prompt(retrieval, messages)
+        trace.model_version = lease.version
+        sources = [c.source_url for c in context.chunks] if context else []
+        return Answering(retrieval, messages, lease, sources, CitationFilter(sources), self.models)
 
-    def _context(self, retrieval: Retrieval, trace: Trace, max_tokens: int) -> str:
+    def _context(
+        self, retrieval: Retrieval, trace: Trace, lease: Lease, max_tokens: int | None
+    ) -> ctx.Context:
         """The retrieved chunks that fit the model's context beside the prompt and the answer."""
-        assert self.generator is not None, "generation is off"
+        answer = max_tokens or self.settings.gen_max_tokens
         budget = max(
             64,
             min(
-                self.settings.rag_context_tokens,
-                self.generator.model.n_ctx - max_tokens - PROMPT_RESERVE_TOKENS,
+                self.settings.rag_context_tokens, lease.model.n_ctx - answer - PROMPT_RESERVE_TOKENS
             ),
         )
         with timed(trace, "context"):
-            return ctx.assemble(retrieval.chunks, budget, self.generator.count_tokens).text
+            return ctx.assemble(retrieval.chunks, budget, lease.model.count_tokens)
 
     def generate(
         self,
-        messages: Messages,
+        answering: Answering,
         trace: Trace,
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> ChatResult:
-        """The whole answer; the trace holds it and its token counts."""
-        assert self.generator is not None, "generation is off"
+    ) -> Answer:
+        """The whole answer, its citations resolved; the trace holds it and its token counts."""
         with timed(trace, "generate"):
-            result = self.generator.model.chat(
-                messages,
+            result = answering.lease.model.chat(
+                answering.messages,
                 max_tokens=max_tokens or self.settings.gen_max_tokens,
                 temperature=self.settings.gen_temperature if temperature is None else temperature,
             )
-        trace.answer = result.text
+        citations = answering.citations
+        text = citations.feed(result.text) + citations.flush()
+        trace.answer = text
         trace.prompt_tokens, trace.completion_tokens = (
             result.prompt_tokens,
             result.completion_tokens,
         )
-        return result
-
-    def answer(
-        self,
-        query: str,
-        trace: Trace,
-        *,
-        author: str | None = None,
-        category: str | None = None,
-        k: int | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        history: Messages | None = None,
-        retrieve: bool = True,
-    ) -> Answer:
-        prompt = self.prompt(
-            query,
-            trace,
-            author=author,
-            category=category,
-            k=k,
-            max_tokens=max_tokens,
-            history=history,
-            retrieve=retrieve,
-        )
-        result = self.generate(
-            prompt.messages, trace, max_tokens=max_tokens, temperature=temperature
-        )
         return Answer(
-            prompt.retrieval,
-            result.text,
+            text,
             result.prompt_tokens,
             result.completion_tokens,
             result.finish_reason,
+            list(citations.cited),
         )
 
     def stream(
         self,
-        messages: Messages,
+        answering: Answering,
         trace: Trace,
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> Iterator[str]:
-        """Text deltas; on exhaustion the trace holds the answer, token counts and time to first token."""
-        assert self.generator is not None, "generation is off"
-        model = self.generator.model
+        """Text deltas, citations resolved as they stream; on exhaustion the trace holds the
+        answer, token counts and time to first token, and `answering.citations.cited` the sources
+        cited."""
+        model = answering.lease.model
+        citations = answering.citations
         started = time.perf_counter()
         parts: list[str] = []
         deltas = model.stream(
-            messages,
+            answering.messages,
             max_tokens=max_tokens or self.settings.gen_max_tokens,
             temperature=self.settings.gen_temperature if temperature is None else temperature,
         )
-        for delta in deltas:
-            if not parts:
-                trace.latencies_ms["first_token"] = round((time.perf_counter() - started) * 1000, 2)
-            parts.append(delta)
-            yield delta
+        try:
+            for delta in deltas:
+                if "first_token" not in trace.latencies_ms:
+                    trace.latencies_ms["first_token"] = round(
+                        (time.perf_counter() - started) * 1000, 2
+                    )
+                text = citations.feed(delta)
+                if text:
+                    parts.append(text)
+                    yield text
+            if tail := citations.flush():
+                parts.append(tail)
+                yield tail
+        finally:
+            deltas.close()  # type: ignore[attr-defined]  # a client that leaves frees the model
         trace.latencies_ms["generate"] = round((time.perf_counter() - started) * 1000, 2)
         trace.answer = "".join(parts)
-        trace.prompt_tokens = sum(model.count_tokens(m["content"]) for m in messages)
+        trace.prompt_tokens = sum(model.count_tokens(m["content"]) for m in answering.messages)
         trace.completion_tokens = model.count_tokens(trace.answer)

@@ -7,17 +7,23 @@ with), survives the process that started it, and is found again by every other p
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg import sql
 
 from twin_platform.servers.common import ServiceError, redact
 from twin_platform.servers.process import ensure_writable, exclusive_lock
+from twin_platform.storage.feature_store.hnsw import BuildBudget
 
 CONNECT_TIMEOUT_S = 5
+# Postgres's default worker pool is 8 processes (max_worker_processes, max_parallel_workers).
+MAX_BUILD_WORKERS = 7
+_UNITS = {"kB": 2**10, "MB": 2**20, "GB": 2**30}
 
 
 def check_connection(url: str) -> str:
@@ -129,3 +135,25 @@ def stop_embedded(data_dir: Path) -> bool:
             return False
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=_system_user(), timeout=60)
         return True
+
+
+def index_build_budget(
+    memory: str = "auto", workers: int | None = None, embedded: bool = True
+) -> BuildBudget:
+    """What an HNSW build may take (see `feature_store.hnsw.build_memory`).
+
+    `memory` `auto`: on the embedded server, which shares this machine with the pipeline, half of
+    the memory available now (psutil) and, for a parallel build, what /dev/shm can hold; on a server
+    elsewhere, its own `maintenance_work_mem` (deploy/postgres/postgresql.conf sizes it). A size
+    such as `8GB` is the cap on either. `workers` None: on the embedded server one per core beside
+    the leader, which builds too; elsewhere the server's `max_parallel_maintenance_workers`.
+    """
+    if memory != "auto":
+        cap: int | None = int(memory[:-2]) * _UNITS[memory[-2:]]
+    else:
+        cap = psutil.virtual_memory().available // 2 if embedded else None
+    if workers is None and embedded:
+        workers = min(max((os.cpu_count() or 1) - 1, 0), MAX_BUILD_WORKERS)
+    shm = Path("/dev/shm")
+    shared = shutil.disk_usage(shm).free if embedded and shm.is_dir() else None
+    return BuildBudget(memory_bytes=cap, shared_memory_bytes=shared, workers=workers)

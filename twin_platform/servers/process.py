@@ -31,7 +31,7 @@ class ProcessRecord:
     pid: int
     create_time: float
     command: list[str]
-    info: dict[str, str | int]
+    info: dict[str, str | int | float]
 
     def is_alive(self) -> bool:
         try:
@@ -66,17 +66,20 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def read_record(pid_file: Path) -> ProcessRecord | None:
-    """The live process behind a pid file, or None; a stale file is removed."""
+def read_record(pid_file: Path, remove_stale: bool = True) -> ProcessRecord | None:
+    """The live process behind a pid file, or None; a stale file is removed, unless the caller
+    holds no lock (`remove_stale=False`): it might remove a file just rewritten for a new one."""
     try:
         record = ProcessRecord(**json.loads(pid_file.read_text()))
     except FileNotFoundError:
         return None
     except (ValueError, TypeError):
-        pid_file.unlink(missing_ok=True)
+        if remove_stale:
+            pid_file.unlink(missing_ok=True)
         return None
     if not record.is_alive():
-        pid_file.unlink(missing_ok=True)
+        if remove_stale:
+            pid_file.unlink(missing_ok=True)
         return None
     return record
 
@@ -86,7 +89,7 @@ def spawn(
     pid_file: Path,
     log_file: Path,
     env: dict[str, str] | None = None,
-    info: dict[str, str | int] | None = None,
+    info: dict[str, str | int | float] | None = None,
 ) -> ProcessRecord:
     """Start a detached process (own session, output to a log file) and record it."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -110,14 +113,17 @@ def spawn(
 
 
 def terminate(record: ProcessRecord, timeout: float = 15.0) -> None:
-    """SIGINT first (some servers ignore SIGTERM), then SIGTERM, then SIGKILL."""
+    """SIGINT first (some servers ignore SIGTERM), then SIGTERM, then SIGKILL. Each is followed by
+    SIGCONT: a stopped (frozen) process acts on no signal but SIGKILL until it is continued."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(record.pid, sig)
+            os.killpg(record.pid, signal.SIGCONT)
         except ProcessLookupError:
             return
         except PermissionError:
             os.kill(record.pid, sig)
+            os.kill(record.pid, signal.SIGCONT)
         deadline = time.monotonic() + timeout / 3
         while time.monotonic() < deadline:
             if not record.is_alive():

@@ -18,18 +18,28 @@ def health() -> Health:
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 def ready(serving: ServingDep) -> JSONResponse:
-    """Ready when the database answers and the embedding model is loaded; the LLM may still be loading."""
+    """Ready when the database answers and the default model loaded; not ready while it is loading,
+    and not ready, with the reason, when it failed to load."""
     try:
         with serving.pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
         database = True
     except Exception:
         database = False
+    author = serving.settings.rag_default_author
+    loaded = serving.models.is_loaded(author)
+    ok = database and loaded and serving.load_error is None
+    reason = (
+        None
+        if ok
+        else serving.load_error or ("database unreachable" if not database else "model loading")
+    )
     body = Readiness(
-        status="ready" if database else "not ready",
+        status="ready" if ok else "not ready",
         database=database,
         embedding_model=True,
-        generation_model=serving.generator.loaded,
-        model=serving.generator.served.version,
+        generation_model=loaded,
+        model=next(e.version for e in serving.models.catalog() if e.author in (author, None)),
+        reason=reason,
     )
-    return JSONResponse(body.model_dump(), status_code=200 if database else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -22,6 +22,7 @@ from twin_platform.api.schemas import (
     ChatCompletionRequest,
     Choice,
     ChoiceMessage,
+    ErrorResponse,
     ModelCard,
     ModelList,
     Source,
@@ -30,37 +31,38 @@ from twin_platform.api.schemas import (
 from twin_platform.api.tracing import finish_stream, record_error, traced
 from twin_platform.monitoring import Trace
 from twin_platform.rag.generation import Messages
+from twin_platform.rag.pipeline import Answering
+from twin_platform.serving.models import UnknownModel
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 STARTED = int(time.time())
 
 
-def model_ids(serving: Serving) -> set[str]:
-    return {serving.settings.serve_model_name, serving.generator.served.version}
-
-
 @router.get("/models", response_model=ModelList, responses=ERRORS)
 def list_models(serving: ServingDep, key: KeyDep) -> ModelList:
-    version = serving.generator.served.version
+    """The base model and one model per deployed author (`twin-<author>`)."""
     return ModelList(
-        data=[ModelCard(id=serving.settings.serve_model_name, created=STARTED, version=version)]
+        data=[
+            ModelCard(id=e.id, created=STARTED, version=e.version, author=e.author)
+            for e in serving.models.catalog()
+        ]
     )
 
 
 @router.post(
     "/chat/completions",
     response_model=ChatCompletion,
-    responses=ERRORS
-    | {404: {"description": "unknown model"}, 200: {"content": {"text/event-stream": {}}}},
+    responses=ERRORS | {404: {"model": ErrorResponse}, 200: {"content": {"text/event-stream": {}}}},
 )
 def chat_completions(
     body: ChatCompletionRequest, serving: ServingDep, key: KeyDep
 ) -> ChatCompletion | StreamingResponse:
-    """A chat completion from the twin, with retrieval on the last user message."""
-    if body.model not in model_ids(serving):
-        raise HTTPException(
-            404, f"model {body.model!r} not found; GET /v1/models lists the served model"
-        )
+    """A chat completion from the twin `model` names (`twin-<author>`: that author's twin, retrieval
+    filtered to their writing), with retrieval on the last user message."""
+    try:
+        author = serving.models.author_of(body.model) or body.author
+    except UnknownModel as exc:
+        raise HTTPException(404, str(exc)) from exc
     max_tokens = body.max_completion_tokens or body.max_tokens
     check_limits(serving, body.k, max_tokens)
     users = [i for i, m in enumerate(body.messages) if m.role == "user"]
@@ -74,41 +76,41 @@ def chat_completions(
     trace = Trace(route="/v1/chat/completions", query=query, api_key_id=key)
     completion_id = f"chatcmpl-{trace.trace_id.hex}"
     with traced(serving, trace, submit=not body.stream, started=started):
-        prompt = pipeline.prompt(
+        answering = pipeline.begin(
             query,
             trace,
-            author=body.author,
+            author=author,
             k=body.k,
             max_tokens=max_tokens,
             history=history,
             retrieve=body.rag and bool(query.strip()),
         )
-        result = None
-        if not body.stream:
-            result = pipeline.generate(
-                prompt.messages, trace, max_tokens=max_tokens, temperature=body.temperature
+        if body.stream:  # the stream closes `answering` and submits the trace when it ends
+            deltas = pipeline.stream(
+                answering, trace, max_tokens=max_tokens, temperature=body.temperature
             )
-    if result is None:  # streamed: the trace is submitted when the stream ends
-        deltas = pipeline.stream(
-            prompt.messages, trace, max_tokens=max_tokens, temperature=body.temperature
-        )
-        return StreamingResponse(
-            _chunks(serving, trace, completion_id, body.model, deltas, started),
-            media_type="text/event-stream",
-        )
+            return StreamingResponse(
+                _chunks(serving, trace, completion_id, body.model, answering, deltas, started),
+                media_type="text/event-stream",
+            )
+        with answering:
+            answer = pipeline.generate(
+                answering, trace, max_tokens=max_tokens, temperature=body.temperature
+            )
+    cited = {answering.sources[n - 1] for n in answer.cited}
     return ChatCompletion(
         id=completion_id,
         created=int(time.time()),
         model=body.model,
         choices=[
-            Choice(message=ChoiceMessage(content=result.text), finish_reason=result.finish_reason)
+            Choice(message=ChoiceMessage(content=answer.text), finish_reason=answer.finish_reason)
         ],
         usage=Usage(
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            total_tokens=result.prompt_tokens + result.completion_tokens,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            total_tokens=answer.prompt_tokens + answer.completion_tokens,
         ),
-        sources=[Source.from_chunk(c) for c in prompt.retrieval.chunks],
+        sources=[Source.from_chunk(c, c.source_url in cited) for c in answering.retrieval.chunks],
     )
 
 
@@ -128,6 +130,7 @@ def _chunks(
     trace: Trace,
     completion_id: str,
     model: str,
+    answering: Answering,
     deltas: Iterator[str],
     started: float,
 ) -> Iterator[str]:
@@ -141,5 +144,6 @@ def _chunks(
         error = {"error": {"message": "generation failed", "type": "server_error", "code": 500}}
         yield f"data: {json.dumps(error)}\n\n"
     finally:
+        answering.close()
         yield "data: [DONE]\n\n"
         finish_stream(serving, trace, started)

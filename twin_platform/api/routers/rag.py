@@ -22,7 +22,7 @@ from twin_platform.api.schemas import (
 )
 from twin_platform.api.tracing import finish_stream, record_error, traced
 from twin_platform.monitoring import Trace
-from twin_platform.rag.pipeline import Retrieval
+from twin_platform.rag.pipeline import Answering, Retrieval
 
 router = APIRouter(tags=["rag"])
 
@@ -34,10 +34,12 @@ ERRORS = {
 }
 
 
-def _retrieve_response(trace: Trace, retrieval: Retrieval) -> RetrieveResponse:
+def _retrieve_response(
+    trace: Trace, retrieval: Retrieval, cited: list[str] | None = None
+) -> RetrieveResponse:
     return RetrieveResponse(
         trace_id=trace.trace_id,
-        sources=[Source.from_chunk(c) for c in retrieval.chunks],
+        sources=[Source.from_chunk(c, c.source_url in (cited or [])) for c in retrieval.chunks],
         queries=retrieval.queries,
         filters=Filters(**retrieval.filters.model_dump()),
         latencies_ms=trace.latencies_ms,
@@ -64,8 +66,10 @@ def retrieve(body: RetrieveRequest, serving: ServingDep, key: KeyDep) -> Retriev
 def rag(body: RagRequest, serving: ServingDep, key: KeyDep) -> RagResponse | StreamingResponse:
     """Answer in the author's voice from their retrieved writing, with sources and a trace id.
 
+    The author's deployed twin answers (the request's author, else the one the query names).
     With `stream`, the response is server-sent events, each `data:` a JSON object: `{"type": "sources",
-    ...}` first, then `{"type": "delta", "text": ...}` as tokens come, then `{"type": "done", ...}`.
+    ...}` first, then `{"type": "delta", "text": ...}` as tokens come, then `{"type": "done", ...}`
+    with the sources cited.
     """
     check_limits(serving, body.k, body.max_tokens)
     started = time.perf_counter()
@@ -80,38 +84,40 @@ def rag(body: RagRequest, serving: ServingDep, key: KeyDep) -> RagResponse | Str
             **_retrieve_response(trace, retrieval).model_dump(), answer=None, model=None, usage=None
         )
     with traced(serving, trace, submit=not body.stream, started=started):
-        prompt = pipeline.prompt(
+        answering = pipeline.begin(
             body.query,
             trace,
             author=body.author,
             category=body.category,
             k=body.k,
             max_tokens=body.max_tokens,
+            history=[turn.model_dump() for turn in body.history],
         )
-        result = None
-        if not body.stream:
-            result = pipeline.generate(
-                prompt.messages, trace, max_tokens=body.max_tokens, temperature=body.temperature
+        if body.stream:  # the stream closes `answering` and submits the trace when it ends
+            deltas = pipeline.stream(
+                answering, trace, max_tokens=body.max_tokens, temperature=body.temperature
             )
-    head = _retrieve_response(trace, prompt.retrieval)
-    if result is None:  # streamed: the trace is submitted when the stream ends
-        deltas = pipeline.stream(
-            prompt.messages, trace, max_tokens=body.max_tokens, temperature=body.temperature
-        )
-        return StreamingResponse(
-            _events(serving, trace, head.model_dump(mode="json"), deltas, started),
-            media_type="text/event-stream",
-        )
+            head = _retrieve_response(trace, answering.retrieval).model_dump(mode="json")
+            return StreamingResponse(
+                _events(serving, trace, head, answering, deltas, started),
+                media_type="text/event-stream",
+            )
+        with answering:
+            answer = pipeline.generate(
+                answering, trace, max_tokens=body.max_tokens, temperature=body.temperature
+            )
     usage = Usage(
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        total_tokens=result.prompt_tokens + result.completion_tokens,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        total_tokens=answer.prompt_tokens + answer.completion_tokens,
     )
+    cited = [answering.sources[n - 1] for n in answer.cited]
     return RagResponse(
-        **head.model_dump(),
-        answer=result.text,
-        model=serving.generator.served.version,
+        **_retrieve_response(trace, answering.retrieval, cited).model_dump(),
+        answer=answer.text,
+        model=answering.lease.version,
         usage=usage,
+        cited=cited,
     )
 
 
@@ -123,19 +129,22 @@ def _events(
     serving: ServingDep,
     trace: Trace,
     head: dict[str, object],
+    answering: Answering,
     deltas: Iterator[str],
     started: float,
 ) -> Iterator[str]:
-    yield _sse({"type": "sources", **head})
     try:
+        yield _sse({"type": "sources", **head})
         for delta in deltas:
             yield _sse({"type": "delta", "text": delta})
+        cited = [answering.sources[n - 1] for n in answering.citations.cited]
         yield _sse(
             {
                 "type": "done",
                 "trace_id": str(trace.trace_id),
                 "latencies_ms": trace.latencies_ms,
-                "model": serving.generator.served.version,
+                "model": answering.lease.version,
+                "cited": cited,
             }
         )
     except Exception as exc:  # the status line is sent already: report in-band, record in the trace
@@ -144,4 +153,5 @@ def _events(
             {"type": "error", "message": "generation failed", "trace_id": str(trace.trace_id)}
         )
     finally:
+        answering.close()
         finish_stream(serving, trace, started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from twin_platform.collection.collected import Collected, Failure, parse_failure
@@ -13,7 +14,11 @@ MIN_CONTENT_CHARS = 200
 
 
 def article_from_page(page: Page, author: str, platform: str) -> Article:
-    """Raise FetchError for what must never be stored: bot checks, non-HTML, pages without content."""
+    """Raise FetchError for what must never be stored: bot checks, non-HTML, pages without content.
+
+    CPU-bound (seconds for a large page): crawlers run it in a thread. The extractor only gets the
+    fetched text (trafilatura never downloads here; `htmldate` would for a bare URL string, but
+    trafilatura hands it a parsed tree)."""
     if not page.is_html:
         raise FetchError(
             page.url, f"not an HTML page (content type {page.content_type or 'missing'})"
@@ -45,7 +50,8 @@ class ArticleCrawler:
     async def crawl(self, url: str, author: str, client: SafeClient) -> Collected:
         try:
             page = await client.get(url)
-            return Collected(documents=[article_from_page(page, author, "web")])
+            article = await asyncio.to_thread(article_from_page, page, author, "web")
+            return Collected(documents=[article])
         except FetchError as exc:
             return Collected(failures=[Failure(url, exc.reason)])
         except Exception as exc:  # a page the extractor chokes on costs only itself

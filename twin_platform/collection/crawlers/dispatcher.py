@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from twin_platform.collection.collected import Collected, Failure
+from twin_platform.collection.crawlers.addresses import parse_allow_network
 from twin_platform.collection.crawlers.article import ArticleCrawler
 from twin_platform.collection.crawlers.base import Crawler, host_matches
 from twin_platform.collection.crawlers.github import GitHubCrawler, RepoLimits
@@ -31,6 +32,11 @@ CRAWLER_KINDS = (*(c.name for c in CRAWLER_TYPES), GIT, ArticleCrawler.name)
 class CrawlTarget:
     url: str
     kind: str | None = None  # one of CRAWLER_KINDS; None = choose by the URL's domain
+    allow_networks: tuple[str, ...] = ()  # CIDRs this source may reach besides public addresses
+
+    def __post_init__(self) -> None:
+        networks = tuple(parse_allow_network(n) for n in self.allow_networks)
+        object.__setattr__(self, "allow_networks", networks)
 
 
 def build_crawlers(settings: Settings) -> dict[str, Crawler]:
@@ -63,7 +69,8 @@ async def crawl_async(
     crawlers: dict[str, Crawler] | None = None,
     on_done: Callable[[CrawlTarget, Collected], None] | None = None,
 ) -> Collected:
-    """Crawl every target at once; the client bounds concurrency globally and per domain."""
+    """Crawl every target at once; the client bounds concurrency globally and per domain, and
+    each target gets its own view of it (its networks, its deadline)."""
     crawlers = crawlers or build_crawlers(settings)
     result = Collected()
     async with SafeClient(HttpPolicy.from_settings(settings)) as client:
@@ -80,7 +87,8 @@ async def crawl_async(
                     ]
                 )
             try:
-                collected = await crawler.crawl(target.url, author, client)
+                source_client = client.for_source(target.allow_networks)
+                collected = await crawler.crawl(target.url, author, source_client)
             except Exception as exc:  # a crawler bug must cost one URL, not the run
                 log.exception("crawler %s crashed on %s", kind, target.url)
                 collected = Collected(

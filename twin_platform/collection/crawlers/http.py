@@ -1,28 +1,35 @@
 """The one HTTP client every crawler uses: safe by default against hostile or broken sites.
 
 - SSRF guard: a host must resolve only to public addresses (no loopback, private, link-local,
-  multicast or reserved), unless its network is in `crawl_allow_networks`. The connection then goes
-  to the address that was checked (with the original Host header and TLS name), so a DNS answer
-  that changes between check and connect cannot slip through. Every redirect hop is checked again.
+  multicast or reserved, also when wrapped in an IPv6 transition address: `addresses`), unless its
+  network is in `crawl_allow_networks` or the source's own `allow_networks`. The connection then
+  goes to the address that was checked (with the original Host header and TLS name), so a DNS
+  answer that changes between check and connect cannot slip through. Every redirect hop is checked
+  again.
 - Timeouts, retries with exponential backoff and jitter on timeouts, 429 and 5xx (Retry-After is
   respected, up to a cap), a global and a per-domain concurrency limit, a per-domain request rate,
   a maximum body size (streamed, so a huge page is cut off early), a redirect limit with loop
   detection, and decoding that survives invalid UTF-8 (bad bytes replaced and counted).
+- Deadlines: a whole request (hops, retries, body) and a whole source (`for_source`) have a time
+  limit, so a server trickling a byte just inside the read timeout cannot hold a collection run.
+  Each clock starts when its first request is sent: waiting in the queue before that is free.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import random
 import socket
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from twin_platform.collection.crawlers.addresses import is_allowed, is_public, parse_address
 from twin_platform.settings import Settings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -60,6 +67,8 @@ class HttpPolicy:
     max_bytes: int = 5_000_000
     max_redirects: int = 5
     allow_networks: tuple[str, ...] = ()
+    request_deadline_s: float = 120.0
+    source_deadline_s: float = 1800.0
     user_agent: str = USER_AGENT
 
     @classmethod
@@ -74,6 +83,8 @@ class HttpPolicy:
             max_bytes=settings.crawl_max_bytes,
             max_redirects=settings.crawl_max_redirects,
             allow_networks=tuple(settings.crawl_allow_networks),
+            request_deadline_s=settings.crawl_request_deadline_s,
+            source_deadline_s=settings.crawl_source_deadline_s,
         )
 
 
@@ -84,6 +95,8 @@ class Page:
     content_type: str
     text: str
     decode_errors: int = 0
+    charset: str | None = None  # as the response declared it
+    body: bytes = field(default=b"", repr=False)  # the undecoded bytes, for parsers that sniff
 
     @property
     def is_html(self) -> bool:
@@ -106,15 +119,14 @@ def check_address(host: str, allow_networks: tuple[str, ...]) -> list[str]:
     except socket.gaierror as exc:
         raise FetchError(host, f"cannot resolve host ({exc.strerror})") from exc
     addresses = sorted({info[4][0] for info in infos}, key=lambda a: (":" in a, a))  # IPv4 first
-    allowed = [ipaddress.ip_network(n, strict=False) for n in allow_networks]
+    allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allow_networks)
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if any(ip in net for net in allowed):
-            continue
-        if not ip.is_global or ip.is_multicast:
+        ip = parse_address(address)
+        if not is_public(ip) and not is_allowed(ip, allowed):
             raise BlockedAddressError(
                 host,
-                f"resolves to non-public address {ip}; refused (set TWIN_CRAWL_ALLOW_NETWORKS to allow it)",
+                f"resolves to non-public address {ip}; refused (allow its network in"
+                " TWIN_CRAWL_ALLOW_NETWORKS, or in the source's allow_networks)",
             )
     return addresses
 
@@ -146,6 +158,27 @@ def decode(body: bytes, charset: str | None) -> tuple[str, int]:
 
 
 @dataclass
+class _Clock:
+    """A deadline that starts when its first request is sent, not while it waits in a queue."""
+
+    limit_s: float
+    label: str  # "request" or "source", for the message
+    started: float | None = None
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def left(self) -> float:
+        return self.limit_s - (0.0 if self.started is None else time.monotonic() - self.started)
+
+    def error(self, url: str) -> FetchError:
+        return FetchError(
+            url, f"no complete response within the {self.limit_s:g} s {self.label} deadline"
+        )
+
+
+@dataclass
 class _DomainGate:
     semaphore: asyncio.Semaphore
     interval_s: float
@@ -167,6 +200,7 @@ class SafeClient:
     def __init__(self, policy: HttpPolicy | None = None) -> None:
         self.policy = policy or HttpPolicy()
         self._client: httpx.AsyncClient | None = None
+        self._source: _Clock | None = None
         self._global = asyncio.Semaphore(self.policy.concurrency)
         self._domains: dict[str, _DomainGate] = defaultdict(
             lambda: _DomainGate(
@@ -189,23 +223,34 @@ class SafeClient:
         if self._client is not None:
             await self._client.aclose()
 
+    def for_source(self, allow_networks: tuple[str, ...] = ()) -> SafeClient:
+        """This client for one source: the same connections and limits, plus the networks that
+        source may reach and its own deadline clock."""
+        view = copy.copy(self)
+        networks = (*self.policy.allow_networks, *allow_networks)
+        view.policy = replace(self.policy, allow_networks=networks)
+        view._source = _Clock(self.policy.source_deadline_s, "source")
+        return view
+
     async def get(
         self, url: str, accept: str = "text/html,application/xhtml+xml,*/*;q=0.8"
     ) -> Page:
         """GET with redirects followed by hand, so each hop passes the SSRF guard again."""
         seen: set[str] = set()
         current = url
+        clocks = [_Clock(self.policy.request_deadline_s, "request")]
+        clocks += [self._source] if self._source is not None else []
         for _ in range(self.policy.max_redirects + 1):
             if current in seen:
                 raise FetchError(url, f"redirect loop at {current}")
             seen.add(current)
-            response = await self._get_with_retries(current, accept)
+            response = await self._get_with_retries(current, accept, clocks)
             if isinstance(response, Page):
                 return response
             current = response
         raise FetchError(url, f"more than {self.policy.max_redirects} redirects")
 
-    async def _get_with_retries(self, url: str, accept: str) -> Page | str:
+    async def _get_with_retries(self, url: str, accept: str, clocks: list[_Clock]) -> Page | str:
         """A Page, or the next URL of a redirect."""
         parsed = validate_url(url)
         host = parsed.host
@@ -215,20 +260,33 @@ class SafeClient:
         while True:
             async with self._global, gate.semaphore:
                 await gate.wait_turn()
+                for clock in clocks:
+                    clock.start()
+                clock = min(clocks, key=_Clock.left)
+                if clock.left() <= 0:
+                    raise clock.error(url)
+                deadline = asyncio.timeout(clock.left())
                 try:
-                    outcome = await self._get_once(url, parsed, addresses[0], accept)
+                    async with deadline:
+                        outcome = await self._get_once(url, parsed, addresses[0], accept)
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    raise clock.error(url) from None
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     outcome = FetchError(url, f"{type(exc).__name__}: {exc or 'no detail'}")
             if not isinstance(outcome, FetchError):
                 return outcome
             if outcome.status is not None and outcome.status not in RETRY_STATUSES:
                 raise outcome
-            if attempt >= self.policy.retries:
-                reason = f"{outcome.reason} (after {attempt + 1} attempts)"
-                raise FetchError(url, reason, outcome.status)
             delay = self.policy.backoff_s * 2**attempt * random.uniform(0.5, 1.5)
             if outcome.retry_after is not None:
                 delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER_S))
+            clock = min(clocks, key=_Clock.left)
+            if attempt >= self.policy.retries or delay >= clock.left():
+                stop = "" if attempt >= self.policy.retries else f"; {clock.label} deadline near"
+                reason = f"{outcome.reason} (after {attempt + 1} attempts{stop})"
+                raise FetchError(url, reason, outcome.status)
             attempt += 1
             await asyncio.sleep(delay)
 
@@ -284,6 +342,8 @@ class SafeClient:
             content_type=content_type,
             text=text,
             decode_errors=errors,
+            charset=response.charset_encoding,
+            body=body,
         )
 
 
