@@ -6,7 +6,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: install run test test-all lint format stop lock
+.PHONY: install run test test-all lint format docs stop lock
 
 $(VENV)/.installed: pyproject.toml requirements.lock scripts/install.sh
 	bash scripts/install.sh
@@ -27,6 +27,9 @@ lint: install
 
 format: install
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+docs: install
+	$(BIN)/python scripts/settings_table.py --write
 
 stop:
 	$(BIN)/twin down

@@ -53,7 +53,6 @@ def sql_model_asset(model: SqlModel) -> dg.AssetsDefinition:
         description=f"{model.description} (`dbt_like_sql/{model.name}.sql`, a {model.materialized}"
         f" `analytics.{model.name}`)",
         check_specs=[dg.AssetCheckSpec(test_name(t), asset=model.name) for t in model.tests],
-        automation_condition=dg.AutomationCondition.eager(),
     )
     def _model(
         postgres: PostgresResource,

@@ -79,7 +79,9 @@ def _metadata(report: BuildReport, options: BuildOptions) -> dict[str, Any]:
         "llm/error_samples": dg.MetadataValue.json(llm["error_samples"]),
         "preview": dg.MetadataValue.md(preview_markdown(report.splits["train"])),
         "lengths": dg.MetadataValue.md(length_plot_markdown(report.splits, artifact.kind)),
-    }
+    } | (  # the cleaned documents it was built from: the automation's growth rule reads it
+        {"source_documents": report.steps["documents"]} if "documents" in report.steps else {}
+    )
 
 
 def _check_results(
@@ -106,7 +108,6 @@ def _check_results(
     deps=["cleaned_documents"],
     io_manager_key="dataset_io_manager",
     check_specs=_check_specs("instruction_dataset"),
-    automation_condition=dg.AutomationCondition.eager(),
     kinds={"parquet", "litellm"},
 )
 def instruction_dataset(
@@ -131,9 +132,9 @@ def instruction_dataset(
 @dg.asset(
     group_name="datasets",
     partitions_def=authors,
+    deps=["reviewed_feedback"],  # approved corrections only (assets/feedback.py)
     io_manager_key="dataset_io_manager",
     check_specs=_check_specs("preference_dataset"),
-    automation_condition=dg.AutomationCondition.eager(),
     kinds={"parquet", "litellm"},
 )
 def preference_dataset(

@@ -16,6 +16,7 @@ from assets.check_results import asset_check_result
 from assets.partitions import authors
 from resources import EmbeddingModelResource, PostgresResource, SettingsResource
 from twin_platform.datasets.artifact import DatasetArtifact
+from twin_platform.datasets.freshness import training_documents
 from twin_platform.evaluation.gate import GATE_CHECKS, GateMargins, gate
 from twin_platform.evaluation.report import EvalReport, models_table, perplexity_plot
 from twin_platform.evaluation.results import retrieval_at_promotion, write_results
@@ -90,7 +91,6 @@ def _gate_results(report: EvalReport, settings: Settings, conn: Any) -> list[Any
         dg.AssetCheckSpec(name, asset="eval_report", description=text, blocking=True)
         for name, text in GATE_CHECKS.items()
     ],
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def eval_report(
     context: dg.AssetExecutionContext,
@@ -171,7 +171,6 @@ class PromotionConfig(dg.Config):
     group_name="evaluation",
     partitions_def=authors,
     kinds={"huggingface"},
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def production_model(
     context: dg.AssetExecutionContext,
@@ -220,6 +219,7 @@ def production_model(
             "forced": bool(failed),
             "failed_checks": dg.MetadataValue.json([r.name for r in failed]),
             "approved": approved,
+            "source_documents": training_documents(registry, version),
             "path": dg.MetadataValue.path(str(version.path)),
         },
         data_version=dg.DataVersion(f"{version.name}-v{version.version}"),

@@ -16,8 +16,9 @@ from resources import EmbeddingModelResource, PostgresResource, SettingsResource
 from twin_platform.features import pipeline
 from twin_platform.features.embedding import model_max_tokens
 from twin_platform.reporting import histogram_markdown, markdown_table
-from twin_platform.settings import load_settings
-from twin_platform.storage.feature_store import stats
+from twin_platform.servers.postgres import index_build_budget
+from twin_platform.settings import Settings, load_settings
+from twin_platform.storage.feature_store import hnsw, stats
 from twin_platform.storage.feature_store.quality import measure_quality
 from twin_platform.storage.feature_store.writes import embedding_dimension
 
@@ -47,7 +48,11 @@ def _counts_metadata(conn: psycopg.Connection, author: str) -> dict[str, Any]:
         for row in counts.iter_rows(named=True)
         for column in ("documents", "chunks", "embedded")
     }
-    return {"counts_by_category": dg.MetadataValue.md(markdown_table(counts))} | per_category
+    return {
+        "counts_by_category": dg.MetadataValue.md(markdown_table(counts)),
+        # The author's cleaned documents: the datasets' automation compares it across runs.
+        "documents": int(counts["documents"].sum()) if counts.height else 0,
+    } | per_category
 
 
 @dg.asset(
@@ -55,7 +60,6 @@ def _counts_metadata(conn: psycopg.Connection, author: str) -> dict[str, Any]:
     group_name="features",
     deps=RAW_ASSETS,
     kinds={"postgres", "polars"},
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def cleaned_documents(
     context: dg.AssetExecutionContext,
@@ -92,6 +96,22 @@ def cleaned_documents(
             "by_status": dg.MetadataValue.json(result.by_status),
             "by_language": dg.MetadataValue.json(result.by_language),
             "boilerplate_lines_removed": result.boilerplate_lines_removed,
+            # Chrome measured per platform (documents, recurrence threshold, lines) and dropped now.
+            "boilerplate_by_platform": dg.MetadataValue.json(
+                {
+                    p: {k: v for k, v in s.items() if k != "top"}
+                    for p, s in result.boilerplate.items()
+                }
+            ),
+            "boilerplate_lines": dg.MetadataValue.md(
+                markdown_table(
+                    [{"line": line, "documents": n} for line, n in result.dropped_lines.items()],
+                    limit=40,
+                    width=90,
+                    empty="_nothing dropped in this run_",
+                )
+            ),
+            "pii_scrubbed": dg.MetadataValue.json(result.scrubbed),
             "seconds": round(result.seconds, 2),
             "table": "cleaned_documents",
         }
@@ -104,7 +124,6 @@ def cleaned_documents(
     group_name="features",
     deps=[cleaned_documents],
     kinds={"postgres"},
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def chunks(
     context: dg.AssetExecutionContext,
@@ -149,34 +168,88 @@ def chunks(
     )
 
 
+def _index_policy(s: Settings) -> hnsw.IndexPolicy:
+    """The HNSW definition and build budget of TWIN_HNSW_* (the server's own where DATABASE_URL)."""
+    return hnsw.IndexPolicy(
+        spec=hnsw.HnswSpec(s.hnsw_m, s.hnsw_ef_construction, s.hnsw_storage),
+        budget=index_build_budget(
+            s.hnsw_build_memory, s.hnsw_build_workers, embedded=s.database_url is None
+        ),
+        bulk_load_rows=s.hnsw_bulk_load_rows,
+    )
+
+
+def _log_index_build(context: dg.AssetExecutionContext, index: hnsw.BuildReport) -> None:
+    context.log.info(
+        "HNSW index built (%s): %d rows in %.0f s, maintenance_work_mem %d MB for a %d MB graph,"
+        " %d parallel workers, %d MB on disk",
+        index.reason,
+        index.rows,
+        index.seconds,
+        index.memory_bytes // 2**20,
+        index.graph_bytes // 2**20,
+        index.workers,
+        index.index_bytes // 2**20,
+    )
+
+
 @dg.asset(
     partitions_def=authors,
     group_name="features",
     deps=[chunks],
     kinds={"postgres", "pgvector"},
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def embedded_chunks(
     context: dg.AssetExecutionContext,
     config: FeatureRunConfig,
+    settings: SettingsResource,
     postgres: PostgresResource,
     embedding_model: EmbeddingModelResource,
 ) -> dg.MaterializeResult:
     """Chunks with normalised embeddings (pgvector, HNSW cosine) and a tsvector: what RAG searches.
 
-    Only chunks without a vector are embedded; vectors of vanished chunks are deleted."""
+    Only chunks without a vector are embedded; vectors of vanished chunks are deleted. A bulk load
+    into a small store builds the HNSW index once at the end, reporting its progress here."""
     author = context.partition_key
-    embedder = embedding_model.load()
+    s = settings.settings
+    embedder = embedding_model.load_for_pipeline()
+    # A GPU's forward pass takes a whole page: pages of at least its batch size there.
+    on_gpu = embedder.device.startswith("cuda")
+    page = max(config.batch_size, s.embedding_cuda_batch_size) if on_gpu else config.batch_size
+
+    def log_build(p: hnsw.BuildProgress) -> None:
+        context.log.info(
+            "HNSW build: %s, %d of %d tuples (%.0f%%) after %.0f s",
+            p.phase,
+            p.tuples_done,
+            p.tuples_expected,
+            p.percent,
+            p.seconds,
+        )
+
     with postgres.connection() as conn:
-        result = pipeline.sync_embeddings(conn, author, embedder, config.batch_size)
+        result = pipeline.sync_embeddings(
+            conn,
+            author,
+            embedder,
+            page,
+            _index_policy(s),
+            on_index_progress=log_build,
+            writers=s.embedding_writers,
+        )
         counts = _counts_metadata(conn, author)
     context.log.info(
-        "%s: embedded %d chunks (%.1f chunks/s), deleted %d",
+        "%s: embedded %d chunks (%.1f chunks/s, %s on %s), deleted %d",
         author,
         result.embedded,
         result.chunks_per_second,
+        result.backend,
+        result.device,
         result.deleted,
     )
+    index = result.index
+    if index is not None and index.built:
+        _log_index_build(context, index)
     return dg.MaterializeResult(
         metadata={
             "embedded": result.embedded,
@@ -184,11 +257,15 @@ def embedded_chunks(
             "reindexed": result.reindexed,
             "chunks_per_second": round(result.chunks_per_second, 1),
             "model": embedder.name,
-            "device": str(embedder.model.device),
+            "backend": result.backend,
+            "device": result.device,
             "dimension": embedder.dimension,
             "seconds": round(result.seconds, 2),
             "encode_seconds": round(result.encode_seconds, 2),
             "write_seconds": round(result.write_seconds, 2),
+            "index_deferred": result.index_deferred,
+            "index_built": bool(index and index.built),
+            "index_seconds": round(index.seconds, 1) if index else 0.0,
             "table": "embedded_chunks",
         }
         | counts

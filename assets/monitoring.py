@@ -15,7 +15,6 @@ class TrafficConfig(dg.Config):
     group_name="monitoring",
     deps=["feature_store_schema"],
     kinds={"postgres", "fastapi"},
-    automation_condition=dg.AutomationCondition.on_cron("0 * * * *"),
 )
 def api_traffic(config: TrafficConfig, postgres: PostgresResource) -> dg.MaterializeResult:
     """Requests, error rate, latency percentiles per stage and user feedback of the RAG API."""

@@ -17,6 +17,7 @@ from resources import SettingsResource, WarehouseResource
 from twin_platform.collection import ingest
 from twin_platform.collection.checks import check_documents
 from twin_platform.collection.collected import Failure
+from twin_platform.collection.inbox import with_inbox
 from twin_platform.collection.sources import load_sources
 from twin_platform.documents import Category, RawDocument
 from twin_platform.reporting import bar_chart_markdown, markdown_table
@@ -50,7 +51,6 @@ class CollectConfig(dg.Config):
             kinds={"mongodb"},
             partitions_def=authors,
             description=DESCRIPTIONS[category],
-            automation_condition=dg.AutomationCondition.on_cron("0 5 * * *"),
         )
         for category, key in ASSET_KEYS.items()
     ],
@@ -67,13 +67,16 @@ def raw_documents(
     settings: SettingsResource,
     warehouse: WarehouseResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Collect every source of the partition's author and upsert into the warehouse (idempotent)."""
+    """Collect every source of the partition's author, and the exports in their inbox folder, and
+    upsert into the warehouse (idempotent)."""
     sources_file = Path(config.sources_file)
-    author = load_sources(sources_file).get(context.partition_key)
+    name, inbox_dir = context.partition_key, settings.settings.inbox_dir
+    author = with_inbox(load_sources(sources_file).get(name), name, inbox_dir)
     if author is None:
         raise dg.Failure(
-            f"author {context.partition_key!r} is not in {sources_file}: add it with "
-            "`twin ingest --author NAME SOURCE...` or the add_author job"
+            f"author {name!r} is not in {sources_file} and has no export in {inbox_dir / name}:"
+            " add it with `twin ingest --author NAME SOURCE...`, the add_author job, or drop an"
+            " export there"
         )
     db = warehouse.db()
     report = ingest.ingest_author(author, db, settings.settings, progress=context.log.info)

@@ -11,6 +11,7 @@ import dagster as dg
 from assets.partitions import authors
 from resources import SettingsResource
 from twin_platform.datasets.artifact import DatasetArtifact
+from twin_platform.llm.smoke_check import check_gguf
 from twin_platform.models.quantization import QuantizedModel, quantize_model
 from twin_platform.prompts import chat_messages
 from twin_platform.registry import ModelVersion
@@ -37,8 +38,16 @@ MAX_INCREASE = {"Q8_0": 0.02, "Q4_K_M": 0.08}
             " unquantized model's.",
         )
         for kind, bound in MAX_INCREASE.items()
+    ]
+    + [
+        dg.AssetCheckSpec(
+            "serves_in_llama_cpp",
+            asset="quantized_model",
+            blocking=True,
+            description="The file deployments use (TWIN_SERVE_QUANTIZATION) loads and answers a"
+            " long chat prompt in llama.cpp, tried in a child process.",
+        )
     ],
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def quantized_model(
     context: dg.AssetExecutionContext,
@@ -94,13 +103,19 @@ def quantized_model(
             passed=increase <= bound,
             metadata={"increase": round(increase, 4), "bound": bound},
         )
+    served = result.file(s.serve_quantization)
+    problem = check_gguf(str(served), threads=s.llm_threads)
+    yield dg.AssetCheckResult(
+        check_name="serves_in_llama_cpp",
+        passed=problem is None,
+        metadata={"file": dg.MetadataValue.path(str(served)), "problem": problem or ""},
+    )
 
 
 @dg.asset(
     group_name="serving",
     partitions_def=authors,
     kinds={"fastapi"},
-    automation_condition=dg.AutomationCondition.eager(),
 )
 def deployed_endpoint(
     context: dg.AssetExecutionContext,
@@ -120,15 +135,21 @@ def deployed_endpoint(
         gguf=str(quantized_model.file(s.serve_quantization)),
         hf_path=str(production_model.path),
     )
-    url = s.api_url or api_url(s)
     keys = [k.strip() for k in s.api_keys.split(",") if k.strip()]
+    # A remote API this process holds no key for (docker compose's runs) watches the records.
+    url = None if s.api_url and not keys else s.api_url or api_url(s)
     report = deploy(DeploymentStore(s.deployments_dir), deployment, url, keys[0] if keys else None)
     if url is None:
-        context.log.info("no API is running: %s will be served when it starts", deployment.label)
+        status = (
+            f"recorded: the API at {s.api_url} switches within {s.serve_deployment_poll_s:g} s"
+            if s.api_url
+            else "recorded: no API is running; it loads this model at start"
+        )
+        context.log.info("%s: %s", deployment.label, status)
     metadata: dict[str, dg.RawMetadataValue] = {
         "model": deployment.label,
         "file": dg.MetadataValue.path(deployment.gguf or deployment.hf_path),
-        "status": "serving" if url else "recorded: the API loads it at start",
+        "status": "serving" if url else status,
         "previous": (report.deployment.previous or {}).get("version"),
     }
     if url is not None:

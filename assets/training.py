@@ -56,7 +56,7 @@ class TrainingRunConfig(dg.Config):
     )
     num_train_epochs: float | None = Field(default=None, description="full profile: SFT 3, DPO 1")
     max_steps: int | None = Field(
-        default=None, description="> 0 caps the run; quick profile: SFT 8, DPO 3"
+        default=None, description="> 0 caps the run; quick profile: SFT 24, DPO 4"
     )
     per_device_train_batch_size: int | None = Field(default=None, description="full profile: 8")
     gradient_accumulation_steps: int | None = Field(default=None, description="full profile: 2")
@@ -144,7 +144,6 @@ def _loss_check(asset: str, blocking: bool) -> list[dg.AssetCheckSpec]:
     pool="gpu",
     kinds={"pytorch", "wandb"},
     code_version=TRAINING_CODE_VERSION,
-    automation_condition=dg.AutomationCondition.eager(),
     check_specs=_loss_check("sft_model", blocking=True),
 )
 def sft_model(
@@ -175,7 +174,6 @@ def sft_model(
     pool="gpu",
     kinds={"pytorch", "wandb"},
     code_version=TRAINING_CODE_VERSION,
-    automation_condition=dg.AutomationCondition.eager(),
     # A few quick-profile DPO steps barely move the loss from log 2: warn, do not block.
     check_specs=_loss_check("dpo_model", blocking=False),
 )

@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from cli import data, deploy, evaluation, models, platform, services, sql
+from cli import data, deploy, evaluation, feedback, models, platform, services, sql
 from twin_platform.servers.common import ServiceError
 from twin_platform.servers.supervisor import use_process_env
 
@@ -23,6 +23,7 @@ app.add_typer(data.datasets_app, name="datasets")
 app.add_typer(models.app, name="models")
 app.add_typer(sql.app, name="sql")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(feedback.app, name="feedback")
 for command in (
     platform.run,
     platform.ui,

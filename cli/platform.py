@@ -52,7 +52,8 @@ def serve(
 
     from twin_platform.api.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_level="info")
+    app = create_app(settings, bind_host=host)  # refuses a network address without keys
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
 
 
 def materialize(

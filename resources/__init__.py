@@ -23,7 +23,7 @@ from twin_platform.settings import Settings, load_settings
 from twin_platform.storage import postgres, warehouse
 
 if TYPE_CHECKING:
-    from twin_platform.features.embedding import Embedder
+    from twin_platform.features.embedding import Embedder, TextEmbedder
 
 
 def optional_env(name: str) -> dg.EnvVar | None:
@@ -101,6 +101,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     model: str | None = None
     device: str | None = None
     batch_size: int | None = None
+    backend: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -117,6 +118,22 @@ class EmbeddingModelResource(dg.ConfigurableResource):
             self.batch_size or settings.embedding_batch_size,
         )
 
+    def load_for_pipeline(self) -> TextEmbedder:
+        """The feature pipeline's bulk encoder (TWIN_EMBEDDING_BACKEND): ONNX Runtime on CPU, torch
+        on a GPU (TWIN_EMBEDDING_CUDA_BATCH_SIZE, TWIN_EMBEDDING_CUDA_DTYPE); loaded once a process."""
+        from twin_platform.features.embedding import load_pipeline_embedder
+
+        settings = load_settings()
+        return load_pipeline_embedder(
+            self.model_name,
+            settings.onnx_cache_dir,
+            self.device or settings.embedding_device,
+            self.backend or settings.embedding_backend,
+            self.batch_size or settings.embedding_batch_size,
+            self.batch_size or settings.embedding_cuda_batch_size,
+            settings.embedding_cuda_dtype,
+        )
+
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
     return {
@@ -131,5 +148,5 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             mongodb_uri=optional_env("MONGODB_URI"),
             database=os.environ.get("TWIN_MONGODB_DATABASE", "twin"),
         ),
-        "training": TrainingLauncher(launcher=load_settings().training_launcher),  # type: ignore[arg-type]
+        "training": TrainingLauncher(launcher=load_settings().training_launcher),
     }

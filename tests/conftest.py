@@ -49,6 +49,20 @@ def twin_home() -> Iterator[Path]:
     shutil.rmtree(TWIN_HOME, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def deployments_stay_in_their_module() -> Iterator[None]:
+    """Deployment records a test module writes are undone after it: another module's API would
+    otherwise serve that module's models."""
+    folder = load_settings().deployments_dir
+    before = {p: p.read_bytes() for p in folder.glob("*.json")}
+    yield
+    for path in folder.glob("*.json"):
+        if path not in before:
+            path.unlink()
+        elif path.read_bytes() != before[path]:
+            path.write_bytes(before[path])
+
+
 @pytest.fixture(scope="session")
 def postgres_url(twin_home: Path) -> str:
     return servers.postgres_uri(load_settings())
@@ -82,25 +96,19 @@ def sample_author(mongodb_url: str) -> str:
 
 def bundled_tokenizer():  # type: ignore[no-untyped-def]
     """SmolLM2's tokenizer with its chat template, read from the bundled GGUF once (tens of seconds),
-    then from a copy cached beside the user's other caches, keyed by the GGUF file."""
+    then from a copy cached beside the user's other caches, keyed by the GGUF file and the format."""
     from transformers import AutoTokenizer
 
     from twin_platform.fsutil import publishing
-    from twin_platform.models.base_model import _fix_chatml_tokens, bundled_gguf
+    from twin_platform.models.base_model import FORMAT, bundled_gguf, bundled_tokenizer_folder
 
-    gguf = bundled_gguf()
-    stat = gguf.stat()
-    cache = (
-        Path.home() / ".cache" / "twin-platform" / f"tokenizer-{stat.st_size}-{int(stat.st_mtime)}"
-    )
-    if (cache / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(str(cache))
-    tokenizer = _fix_chatml_tokens(
-        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    )
-    with publishing(cache, replace=True) as staging:
-        tokenizer.save_pretrained(staging)
-    return tokenizer
+    stat = bundled_gguf().stat()
+    key = f"tokenizer-{stat.st_size}-{int(stat.st_mtime)}-v{FORMAT}"
+    cache = Path.home() / ".cache" / "twin-platform" / key
+    if not (cache / "tokenizer_config.json").is_file():
+        with publishing(cache, replace=True) as staging:
+            bundled_tokenizer_folder(staging)
+    return AutoTokenizer.from_pretrained(str(cache))
 
 
 @pytest.fixture(scope="session")

@@ -252,7 +252,7 @@ def test_rate_limit_cors_and_no_stack_traces(corpus: dict[str, str], postgres_ur
         load_settings(api_rate_limit_per_minute=60, api_cors_origins="https://twin.example"),
         preload_model=False,
     )
-    with TestClient(app, raise_server_exceptions=False) as http:
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as http:
         # The bucket holds 10 requests; the 11th within the second is refused.
         statuses = [http.get("/v1/models").status_code for _ in range(11)]
         assert statuses[:10] == [200] * 10 and statuses[10] == 429
@@ -278,7 +278,12 @@ def test_rate_limit_cors_and_no_stack_traces(corpus: dict[str, str], postgres_ur
         response = http.post("/retrieve", json={"query": "anything"})
         assert response.status_code == 500
         assert response.json() == {
-            "error": {"message": "internal error", "type": "server_error", "code": 500}
+            "error": {
+                "message": "internal error",
+                "type": "server_error",
+                "param": None,
+                "code": 500,
+            }
         }
         serving.writer.flush()
     with connect(postgres_url) as conn:

@@ -149,3 +149,103 @@ def test_repository_keeps_code_and_drops_lock_and_minified_files() -> None:
 )
 def test_language_detection(text: str, language: str) -> None:
     assert detect_language(text) == language
+
+
+WRAPPED = """# Notes on wrapping
+
+This paragraph was hard-wrapped by html2text at seventy-eight columns, so
+every line but the last one is nearly as long as the others, and a hyphen-
+ated word was split across two lines when the wrapper broke after its hyphen.
+
+A second paragraph keeps going for long enough to be wrapped as well, which
+tells the cleaner the document was hard-wrapped and not written line by line.
+A line break the author asked for<BR>
+stays a break.
+
+  * a list item stays as it is
+> a quote stays as it is
+| a | table |
+
+    indented   code    stays
+""".replace("<BR>", "  ")  # two trailing spaces: a hard line break in Markdown
+
+
+def test_hard_wrapped_paragraphs_are_reflowed_and_structure_is_untouched() -> None:
+    lines = clean(WRAPPED, "articles").content.split("\n")
+    assert (
+        "This paragraph was hard-wrapped by html2text at seventy-eight columns, so every line but "
+        "the last one is nearly as long as the others, and a hyphen-ated word was split across two "
+        "lines when the wrapper broke after its hyphen." in lines
+    )
+    assert any(
+        line.endswith("not written line by line. A line break the author asked for")
+        for line in lines
+    )
+    assert "stays a break." in lines
+    assert "  * a list item stays as it is" in lines and "> a quote stays as it is" in lines
+    assert "| a | table |" in lines and "    indented   code    stays" in lines
+
+
+def _page(n: int, body: str) -> str:
+    return (
+        f"# Site Name\n\nSubscribeSign in\n\n# Post {n} about a topic\n\nAda Quill\n\nJun {n}, 2024\n\n"
+        f"Share this post\n\n{body}\n\n## Conclusion\n\nUnique closing words of post number {n}.\n\n"
+        "Thanks for reading! The next issue walks through the rest of the pipeline, so keep an eye "
+        "out for it.\n\nReady for more?\n\nMember of the Curious Writers circle"
+    )
+
+
+def test_lines_recurring_across_the_authors_pages_are_chrome_and_prose_is_kept_once() -> None:
+    from twin_platform.features.cleaning import DocumentContext, corpus_profile
+
+    pages = {
+        f"https://a.example/p/{n}": _page(n, f"Body of post {n} says something new.")
+        for n in range(1, 6)
+    }
+    profile = corpus_profile(pages.items())
+    assert profile.documents == 5 and profile.threshold == 2
+    cleaned = {
+        url: clean(text, "articles", context=DocumentContext(profile=profile, document=url)).content
+        for url, text in pages.items()
+    }
+    first = cleaned["https://a.example/p/1"]
+    assert first.startswith("# Post 1 about a topic\n\nBody of post 1 says something new.")
+    for text in cleaned.values():
+        assert "Member of the Curious Writers circle" not in text and "Ada Quill" not in text
+        assert "## Conclusion" in text  # recurring, but it introduces the author's own words
+        assert "Site Name" not in text and "Jun " not in text
+    # The recurring sign-off is the author's prose: kept in one page (the first by URL) only.
+    assert [url for url, t in cleaned.items() if "Thanks for reading!" in t] == [
+        "https://a.example/p/1"
+    ]
+
+
+def test_a_duplicated_article_does_not_mark_its_own_text_as_chrome() -> None:
+    from twin_platform.features.cleaning import corpus_profile
+
+    body = "\n\n".join(f"Paragraph {i} of the one article published twice." for i in range(10))
+    profile = corpus_profile([("https://a.example/a", body), ("https://a.example/a?ref=x", body)])
+    assert profile.documents == 1 and not profile.lines
+
+
+def test_medium_page_text_glued_by_get_text_is_cut_into_paragraphs() -> None:
+    from twin_platform.features.cleaning import DocumentContext
+
+    glued = (
+        "Short SEO title | PubOpen in appSign upSign inWriteSign upSign inTop highlight"
+        "The real titleA subtitle that explains itAda Quill·FollowPublished inPub·6 min read·"
+        "May 4, 20241.2K9ListenShare"
+        + "".join(
+            f"Sentence number {i} of the article is here.Then another one follows it."
+            for i in range(8)
+        )
+        + "Sign up to discover human stories that deepen your understanding of the world.FreeHelpStatus"
+    )
+    text = clean(
+        glued, "articles", context=DocumentContext("The real title", "A subtitle that explains it")
+    ).content
+    lines = text.split("\n")
+    assert lines[:3] == ["# The real title", "", "A subtitle that explains it"]
+    assert "Sentence number 7 of the article is here." in lines
+    for chrome in ("Open in app", "ListenShare", "·Follow", "Sign up to discover", "SEO title"):
+        assert chrome not in text

@@ -464,7 +464,8 @@ def test_io_manager_round_trips_through_s3(tmp_path: Path, monkeypatch: pytest.M
 
 @pytest.fixture(scope="module")
 def author_documents(postgres_url: str) -> str:
-    """The author's cleaned snapshot, plus a trace with a user correction (the API's feedback)."""
+    """The author's cleaned snapshot, plus two traces with user corrections (the API's feedback):
+    one a reviewer approved, one still pending review (which no dataset may read)."""
     from twin_platform.storage.postgres import connect
 
     with connect(postgres_url) as conn:
@@ -481,18 +482,24 @@ def author_documents(postgres_url: str) -> str:
                     hashlib.sha256(content.encode()).hexdigest(),
                 ),
             )
-        trace_id = uuid.uuid4()
-        conn.execute(
-            "INSERT INTO traces (trace_id, route, query, author, answer) VALUES (%s, '/rag', %s, %s, %s)",
-            (trace_id, "How do you pick alert thresholds?", AUTHOR, "Use averages, they are fine."),
-        )
-        conn.execute(
-            "INSERT INTO feedback (trace_id, rating, correction) VALUES (%s, -1, %s)",
-            (
-                trace_id,
-                "I alert on p99, never the average, and I write down why each alert exists. Mail ada@example.org.",
-            ),
-        )
+        corrections = {
+            "approved": "I alert on p99, never the average, and I write down why each alert"
+            " exists. Mail ada@example.org.",
+            "pending": "Averages hide the slow requests: I never alert on them, whatever the"
+            " dashboard says.",
+        }
+        for status, correction in corrections.items():
+            trace_id = uuid.uuid4()
+            conn.execute(
+                "INSERT INTO traces (trace_id, route, query, author, answer)"
+                " VALUES (%s, '/rag', %s, %s, %s)",
+                (trace_id, "How do you pick alert thresholds?", AUTHOR, "Use averages, fine."),
+            )
+            conn.execute(
+                "INSERT INTO feedback (trace_id, rating, correction, author, status)"
+                " VALUES (%s, -1, %s, %s, %s)",
+                (trace_id, correction, AUTHOR, status),
+            )
     return AUTHOR
 
 

@@ -78,11 +78,21 @@ def test_compose_file_is_complete() -> None:
     assert {"code-location", "dagster-webserver", "dagster-daemon", "api"} <= set(svc)
     for name, service in svc.items():
         assert "healthcheck" in service, f"{name} has no healthcheck"
-    for name in ("code-location", "dagster-webserver", "dagster-daemon", "api"):
+    needs = {  # each service gets the variables it needs, by name, never the whole .env
+        "code-location": {"DATABASE_URL", "MONGODB_URI", "DAGSTER_POSTGRES_URL"},
+        "dagster-daemon": {"DATABASE_URL", "MONGODB_URI", "DAGSTER_POSTGRES_URL"},
+        "dagster-webserver": {"DAGSTER_POSTGRES_URL"},
+        "api": {"DATABASE_URL", "TWIN_API_KEYS"},
+    }
+    for name, variables in needs.items():
         env = svc[name]["environment"]
-        assert {"DATABASE_URL", "MONGODB_URI", "DAGSTER_POSTGRES_URL"} <= set(env)
-        assert env["DAGSTER_POSTGRES_URL"].startswith("postgresql+psycopg2://")
-        assert svc[name]["env_file"] == ".env"
+        assert variables <= set(env), name
+        assert "env_file" not in svc[name]
+        assert env.get("DAGSTER_POSTGRES_URL", "postgresql+psycopg2://").startswith(
+            "postgresql+psycopg2://"
+        )
+    assert "TWIN_API_KEYS" not in svc["code-location"]["environment"]
+    assert svc["postgres"]["shm_size"] and "config_file" in " ".join(svc["postgres"]["command"])
     assert {"postgres-data", "mongo-data", "twin-data"} <= set(compose["volumes"])
     # Secrets only through variables, never literal values.
     text = (ROOT / "docker-compose.yml").read_text()
@@ -92,11 +102,17 @@ def test_compose_file_is_complete() -> None:
 
 
 def test_run_launchers_forward_only_what_a_run_needs() -> None:
-    """No API keys or trainer tokens in every run's environment; ECS secrets by ARN, from the
-    environment of the deployment, never literal values."""
+    """No API keys or trainer tokens in every run's environment, and every pipeline setting the
+    compose file gives the daemon reaches the runs; ECS secrets by ARN, from the environment of the
+    deployment, never literal values."""
     run_needs = {"DATABASE_URL", "MONGODB_URI", "DAGSTER_POSTGRES_URL"}
     docker = yaml.safe_load((ROOT / "deploy/dagster/dagster.docker.yaml").read_text())
-    assert set(docker["run_launcher"]["config"]["env_vars"]) == run_needs | {"TWIN_HOME"}
+    forwarded = set(docker["run_launcher"]["config"]["env_vars"])
+    assert run_needs | {"TWIN_HOME", "TWIN_API_URL", "TWIN_EXECUTOR"} <= forwarded
+    assert not forwarded & {"TWIN_API_KEYS", "WANDB_API_KEY", "HF_TOKEN", "POSTGRES_PASSWORD"}
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    daemon = set(compose["services"]["dagster-daemon"]["environment"])
+    assert forwarded - {"TWIN_ENV_FILE", "HF_HUB_OFFLINE", "TWIN_HOME"} <= daemon
     ecs = yaml.safe_load((ROOT / "deploy/dagster/dagster.ecs.yaml").read_text())
     config = ecs["run_launcher"]["config"]
     assert config["secrets_tag"] is None  # no "every secret with this tag" lookup

@@ -386,3 +386,90 @@ def test_a_broken_file_costs_only_itself(tmp_path: Path) -> None:
         "bad-date.md": "could not parse (ValueError: month must be in 1..12)",
     }
     assert all(Path(f.location).is_absolute() for f in result.failures)
+
+
+# -- the reference system's warehouse export (generated pages, fixtures/scraped) ----------------
+@pytest.fixture(scope="module")
+def reference_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fixtures.scraped.pages import write_export
+
+    root = tmp_path_factory.mktemp("reference")
+    return write_export(root / "data" / "data_warehouse_raw_data").folder
+
+
+def test_reference_export_imports_the_matching_user(reference_export: Path) -> None:
+    assert detect_kind(reference_export.parents[1]) == "reference"
+    result = import_export(reference_export.parents[1], "nora-vance")
+    assert not result.failures and len(result.documents) == 10
+    assert {d.platform for d in result.documents} == {"substack", "medium", "web"}
+    assert all(d.author == "nora-vance" for d in result.documents)
+    sourdough = next(d for d in result.documents if "sourdough" in d.url)
+    assert (
+        sourdough.url
+        == "https://noravance.substack.com/p/why-my-sourdough-stopped-rising-in-winter"
+    )
+    assert sourdough.title == "Why my sourdough stopped rising in winter"  # " - Nora Vance" gone
+    assert sourdough.metadata["site"] == "noravance.substack.com"
+    assert sourdough.published_at is not None and sourdough.published_at.year == 2024
+    again = import_export(reference_export, "nora-vance").documents
+    assert [(d.url, d.content_hash) for d in again] == [
+        (d.url, d.content_hash) for d in result.documents
+    ]
+
+
+def test_reference_export_in_a_zip(reference_export: Path, tmp_path: Path) -> None:
+    archive = zip_folder(
+        reference_export, tmp_path / "warehouse.zip", wrap="data_warehouse_raw_data"
+    )
+    assert len(import_export(archive, "tomas-reyes").documents) == 2
+
+
+def test_reference_export_without_a_matching_user_lists_its_users(
+    reference_export: Path,
+) -> None:
+    with pytest.raises(ExportError) as error:
+        import_export(reference_export, "nora")
+    message = str(error.value)
+    assert "--author 'nora'" in message
+    assert "nora-vance (Nora Vance, 10 documents)" in message
+    assert "tomas-reyes (Tomas Reyes, 2 documents)" in message
+
+
+def test_reference_posts_and_repositories(tmp_path: Path) -> None:
+    """LinkedIn posts have no link (their id names them); repository files skip what the GitHub
+    crawler skips, secrets included."""
+    import json
+
+    user = {"author_id": "u1", "author_full_name": "Ada Quill"}
+    posts = [{**user, "_id": "p1", "platform": "linkedin", "content": {"text": "Ship small."}}]
+    tree = {"README.md": "# tool", ".env": "TOKEN=abc", "src/a.py": "x = 1", "uv.lock": "lock"}
+    repos = [
+        {
+            **user,
+            "_id": "r1",
+            "platform": "github",
+            "name": "tool",
+            "link": "https://github.com/a/tool",
+        }
+        | {"content": tree}
+    ]
+    (tmp_path / "PostDocument.json").write_text(json.dumps(posts))
+    (tmp_path / "RepositoryDocument.json").write_text(json.dumps(repos))
+    post, repo = import_export(tmp_path, "ada-quill").documents
+    assert post.url == "urn:llm-engineers-handbook:post:p1" and post.platform == "linkedin"
+    assert repo.category.value == "repositories" and repo.title == "tool"
+    assert "## src/a.py" in repo.content and "TOKEN=abc" not in repo.content
+    assert repo.metadata["skipped"] == {"secrets": 1, "lock file": 1}
+
+
+def test_a_source_that_yields_nothing_is_a_failure_saying_what_it_skipped(tmp_path: Path) -> None:
+    (tmp_path / "export.json").write_text("[]")
+    (tmp_path / "notes.csv").write_text("a,b")
+    result = import_export(tmp_path, AUTHOR)
+    assert not result.documents and len(result.failures) == 1
+    reason = result.failures[0].reason
+    assert reason.startswith("no documents found (read as a folder export); skipped 2:")
+    assert "export.json (not a Markdown, HTML or text file)" in reason and "notes.csv" in reason
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert import_export(empty, AUTHOR).failures[0].reason.endswith("it is empty")

@@ -89,7 +89,7 @@ def test_api_serves_a_remote_model_through_the_litellm_backend(
             answer = http.post("/rag", json=body)
             assert answer.status_code == 200, answer.text
             payload = answer.json()
-            assert payload["answer"].strip() and payload["model"] == "override:openai/twin"
+            assert payload["answer"].strip() and payload["model"] == "base:openai/twin"
             assert 0 < payload["usage"]["completion_tokens"] <= 8
             assert payload["sources"][0]["source_url"] == "https://rhea.example/sourdough"
 
@@ -104,7 +104,7 @@ def test_api_serves_a_remote_model_through_the_litellm_backend(
             assert "".join(e["text"] for e in events if e["type"] == "delta") == payload["answer"]
 
             ready = http.get("/ready").json()
-            assert ready["generation_model"] is True and ready["model"] == "override:openai/twin"
+            assert ready["generation_model"] is True and ready["model"] == "base:openai/twin"
 
         sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused: this API is open")
         completion = sdk.chat.completions.create(

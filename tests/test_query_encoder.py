@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from twin_platform.features import query_encoder as qe
-from twin_platform.features.embedding import load_embedder, resolve_model_path
+from twin_platform.features.embedding import (
+    load_embedder,
+    load_pipeline_embedder,
+    resolve_model_path,
+)
 from twin_platform.features.query_encoder import BatchedEncoder
 from twin_platform.settings import load_settings
 
@@ -63,6 +67,8 @@ def test_length_groups_bound_the_padding() -> None:
     for group in groups:
         longest = max(lengths[i] for i in group)
         assert sum(longest - lengths[i] for i in group) <= qe.PAD_BUDGET_TOKENS
+    # Long texts of one length: batches stop at MAX_BATCH_TOKENS (bulk embedding's memory bound).
+    assert [len(g) for g in qe.length_groups([256] * 9)] == [4, 4, 1]
 
 
 def test_an_unexportable_model_falls_back_to_torch(tmp_path: Path, twin_home: Path) -> None:
@@ -82,6 +88,9 @@ def test_an_unexportable_model_falls_back_to_torch(tmp_path: Path, twin_home: Pa
     encoder = qe.query_encoder(settings)
     assert isinstance(encoder, BatchedEncoder)
     assert encoder(["still answers"]).shape == (1, 384)
+    # The feature pipeline's `auto` backend falls back the same way.
+    bulk = load_pipeline_embedder(str(folder), settings.onnx_cache_dir, "cpu")
+    assert bulk.backend == "torch" and bulk.encode(["still embeds"]).shape == (1, 384)
 
 
 def test_cache_key_follows_the_model_files(tmp_path: Path) -> None:

@@ -303,3 +303,166 @@ def test_deadline_settings_are_validated() -> None:
         load_settings(crawl_request_deadline_s=0)
     with pytest.raises(ValidationError, match="crawl_source_deadline_s"):
         load_settings(crawl_source_deadline_s=-1)
+
+
+# Faults at scale: a smaller run of benchmarks/bench_crawl_faults.py (200 pages there).
+
+
+def test_a_crawl_with_faults_finishes_reports_every_bad_page_and_fetches_nothing_private() -> None:
+    """40 recorded pages: 4 stall, 4 answer 5xx, 2 feeds whose body is a URL, 2 private addresses."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_crawl_faults.py"
+    spec = importlib.util.spec_from_file_location("bench_crawl_faults", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    report = bench.run(pages=40, deadline_s=15.0)
+    assert report.problems() == []
+    assert {c: len(urls) for c, urls in report.targets.items()} == {
+        "ok": 28,
+        "stall": 4,
+        "server_error": 4,
+        "feed_url": 2,
+        "private": 2,
+    }
+    assert len(report.failures) == 12 and report.canary_hits == report.feed_body_hits == 0
+
+
+# git: the clone connects to the address the guard checked, with no user or system gitconfig.
+
+
+@contextmanager
+def git_http_server(root: Path) -> Iterator[tuple[int, list[str]]]:
+    """Smart HTTP for the bare repositories under `root` (`git http-backend` as CGI)."""
+    import os
+    import subprocess
+
+    hits: list[str] = []
+
+    class GitHandler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.cgi()
+
+        def do_POST(self) -> None:
+            self.cgi()
+
+        def cgi(self) -> None:
+            hits.append(self.path)
+            path, _, query = self.path.partition("?")
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            env = {
+                "PATH": os.environ["PATH"],
+                "GIT_PROJECT_ROOT": str(root),
+                "GIT_HTTP_EXPORT_ALL": "1",
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_CONFIG_GLOBAL": "/dev/null",
+                "REQUEST_METHOD": self.command,
+                "PATH_INFO": path,
+                "QUERY_STRING": query,
+                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                "CONTENT_LENGTH": str(len(body)),
+                "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+                "HTTP_GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+                "REMOTE_ADDR": "127.0.0.1",
+            }
+            out = subprocess.run(
+                ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+            ).stdout
+            head, _, payload = out.partition(b"\r\n\r\n")
+            status, headers = 200, []
+            for line in head.decode().split("\r\n"):
+                name, _, value = line.partition(":")
+                if name.lower() == "status":
+                    status = int(value.split()[0])
+                elif name:
+                    headers.append((name, value.strip()))
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), GitHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd.server_address[1], hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def bare_repository(tmp_path: Path) -> Path:
+    """`root/notes.git`, one commit with a README; returns root."""
+    import os
+    import subprocess
+
+    work, root = tmp_path / "work", tmp_path / "served"
+    work.mkdir()
+    (work / "README.md").write_text("# Notes\n\nPinned clones connect where the guard looked.\n")
+    env = {
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_AUTHOR_NAME": "Ada",
+        "GIT_AUTHOR_EMAIL": "ada@example.org",
+        "GIT_COMMITTER_NAME": "Ada",
+        "GIT_COMMITTER_EMAIL": "ada@example.org",
+        "PATH": os.environ["PATH"],
+    }
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "notes"]):
+        subprocess.run(["git", *args], cwd=work, env=env, check=True)
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", str(work), str(root / "notes.git")], env=env, check=True
+    )
+    return root
+
+
+def test_a_git_clone_connects_to_the_checked_address(bare_repository: Path) -> None:
+    """The remote's name never resolves (.invalid); the clone works only through the pin."""
+    from twin_platform.collection.crawlers.github import RepoLimits, clone_and_read, pin_address
+    from twin_platform.collection.crawlers.http import FetchError
+
+    with git_http_server(bare_repository) as (port, hits):
+        remote = f"http://pinned.invalid:{port}/notes.git"
+        repository = clone_and_read(remote, AUTHOR, remote, RepoLimits(), address="127.0.0.1")
+        assert "Pinned clones connect where the guard looked." in repository.content
+        assert hits
+        with pytest.raises(FetchError, match="git clone failed"):
+            clone_and_read(remote, AUTHOR, remote, RepoLimits())  # unpinned: the name is resolved
+    assert pin_address("https://github.com/ada/notes", "140.82.112.3") == [
+        "-c",
+        "http.curloptResolve=github.com:443:140.82.112.3",
+    ]
+    assert pin_address("https://git.example:8443/a/b", "2001:db8::1")[1].endswith(
+        "git.example:8443:[2001:db8::1]"
+    )
+
+
+def test_a_users_gitconfig_cannot_redirect_a_clone(
+    bare_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An insteadOf rule in ~/.gitconfig would send the clone to another server (here one that
+    exists); git runs without any user or system config, so the rule is never applied."""
+    from twin_platform.collection.crawlers.github import RepoLimits, clone_and_read
+    from twin_platform.collection.crawlers.http import FetchError
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    with git_http_server(bare_repository) as (port, hits):
+        remote = f"http://elsewhere.invalid:{port}/notes.git"
+        (home / ".gitconfig").write_text(
+            f'[url "http://127.0.0.1:{port}/"]\n\tinsteadOf = http://elsewhere.invalid:{port}/\n'
+        )
+        with pytest.raises(FetchError, match="git clone failed"):
+            clone_and_read(remote, AUTHOR, remote, RepoLimits())
+    assert hits == []

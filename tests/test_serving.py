@@ -17,6 +17,7 @@ from twin_platform.llm.local import bundled_gguf_path
 from twin_platform.serving.deployments import Deployment, DeploymentStore
 from twin_platform.serving.endpoint import DeployError, deploy
 from twin_platform.settings import load_settings
+from twin_platform.storage.postgres import connect
 
 AUTHORS = ("rhea-vance", "bob-stone")
 
@@ -83,6 +84,53 @@ def test_the_model_picks_the_author_and_filters_retrieval(api: str) -> None:
         json={"model": "twin-nobody", "messages": [{"role": "user", "content": "hi"}]},
     )
     assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found"
+
+
+def test_the_base_model_answers_with_an_authors_sources(api: str, postgres_url: str) -> None:
+    """`model: base` with `author`: the untuned model, grounded in that author's writing (for
+    comparing a twin with its base on the same retrieval)."""
+    body = {
+        "model": "base",
+        "author": "bob-stone",
+        "messages": [{"role": "user", "content": "What do you write about?"}],
+        "max_tokens": 6,
+        "temperature": 0,
+    }
+    answer = httpx.post(f"{api}/v1/chat/completions", json=body, timeout=120).json()
+    assert answer["sources"] and {s["author"] for s in answer["sources"]} == {"bob-stone"}
+    trace_id = answer["id"].removeprefix("chatcmpl-")
+    deadline = time.monotonic() + 10
+    row = None
+    while row is None:  # traces are written in the background
+        assert time.monotonic() < deadline, "the trace was not written"
+        with connect(postgres_url) as conn:
+            row = conn.execute(
+                "SELECT model_version FROM traces WHERE trace_id = %s", (trace_id,)
+            ).fetchone()
+        time.sleep(0.1)
+    assert row[0].startswith("base:"), row
+
+
+def served_version(api: str, author: str) -> str:
+    body = {"query": "migrations", "author": author, "max_tokens": 2, "generate": True}
+    return str(httpx.post(f"{api}/rag", json=body, timeout=120).json()["model"])
+
+
+def test_a_record_written_without_the_api_is_served_within_the_poll(
+    api: str, store: DeploymentStore, models_dir: Path
+) -> None:
+    """What docker compose's runs do (they hold no API key): write the record, and the API
+    switches by itself; a record whose model cannot load leaves the old one serving."""
+    assert served_version(api, "bob-stone") == "twin-bob-stone:1"
+    store.record(deployment("bob-stone", 2, models_dir))
+    deadline = time.monotonic() + 30
+    while served_version(api, "bob-stone") != "twin-bob-stone:2":
+        assert time.monotonic() < deadline, "the API did not pick up the new record"
+        time.sleep(0.5)
+    store.record(deployment("bob-stone", 3, models_dir, file="broken.gguf"))
+    time.sleep(12)  # two polls
+    assert served_version(api, "bob-stone") == "twin-bob-stone:2"
+    store.record(deployment("bob-stone", 1, models_dir))  # as the module's other tests expect
 
 
 def test_a_deployment_switches_under_traffic_without_failures(

@@ -521,3 +521,33 @@ def test_quick_profile_trains_the_real_base_model(
     print(
         f"quick profile: SFT {sft_result.metrics['train_runtime_s']} s, DPO {dpo_result.metrics['train_runtime_s']} s"
     )
+
+
+def test_a_model_trained_from_the_bundled_base_converts_to_a_gguf_llama_cpp_serves(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """The folder transformers makes of the bundled GGUF keeps its byte-level tokenizer: the same
+    ids as llama.cpp reading the original, and llama.cpp's converter writes a vocabulary it can
+    chat with (a SentencePiece one aborted llama.cpp at the first prompt)."""
+    from gguf import GGUFReader
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    from twin_platform.llm.local import bundled_gguf_path
+    from twin_platform.llm.smoke_check import check_gguf
+    from twin_platform.models.quantization import convert_to_gguf
+
+    text = "In 2024 I rewrote 13,500 lines — naïve café code, 🚀 emoji\n\n```py\nx = 42\n```"
+    original = Llama(str(bundled_gguf_path()), vocab_only=True, verbose=False)
+    expected = original.tokenize(text.encode(), add_bos=False, special=True)
+    ids = AutoTokenizer.from_pretrained(tiny_base)(text, add_special_tokens=False)["input_ids"]
+    assert ids == expected
+
+    gguf = convert_to_gguf(tiny_base, tmp_path / "tiny-f16.gguf")
+    fields = GGUFReader(gguf).fields
+    vocabulary = {
+        key: bytes(fields[key].parts[-1]).decode()
+        for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre")
+    }
+    assert vocabulary == {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm"}
+    assert check_gguf(str(gguf)) is None

@@ -75,10 +75,15 @@ def write_traces(conn: psycopg.Connection, traces: list[Trace]) -> None:
 
 
 class TraceWriter:
-    """Queues traces and writes them in batches on a background thread. `flush()` waits for the queue.
+    """Queues traces and writes them in batches on a background thread.
 
     After each write the thread rests `linger_s`, so that under load a write carries many traces (one
     transaction each) instead of one trace per request, and requests do not wake it one by one.
+
+    Waits are for one trace (`wait_written`) and always bounded: `/feedback` must not wait for
+    everyone else's traffic to drain, which under steady load never happens. A writer thread that
+    dies (a bug, a killed thread) is started again by the next call, and what was still queued is
+    written by the new one: a dead writer must not turn every later request into a hang.
     """
 
     def __init__(self, pool: Any, max_batch: int = 200, linger_s: float = 0.2) -> None:
@@ -86,18 +91,71 @@ class TraceWriter:
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._queue: queue.Queue[Trace | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="trace-writer", daemon=True)
-        self._thread.start()
+        self._pending: set[uuid.UUID] = set()  # submitted, not yet written (or given up on)
+        self._changed = threading.Condition()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.restarts = 0  # writer threads started again after one died
+        self._ensure_running()
 
     def submit(self, trace: Trace) -> None:
+        with self._changed:
+            self._pending.add(trace.trace_id)
         self._queue.put(trace)
+        self._ensure_running()
 
-    def flush(self) -> None:
-        self._queue.join()
+    def is_pending(self, trace_id: uuid.UUID) -> bool:
+        with self._changed:
+            return trace_id in self._pending
+
+    def wait_written(self, trace_id: uuid.UUID, timeout_s: float) -> bool:
+        """True once this trace is no longer queued (written, or dropped after a logged write
+        error); False if it still is after `timeout_s`. Unknown ids return at once."""
+        return self._wait(lambda: trace_id not in self._pending, timeout_s)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait, at most `timeout_s`, until nothing is queued; True if that happened."""
+        return self._wait(lambda: not self._pending, timeout_s)
 
     def close(self) -> None:
+        self.flush(timeout_s=10.0)
+        self._closed = True
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _wait(self, done: Any, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.5))
+                if not done():  # a dead writer would never finish: start another
+                    self._changed.release()
+                    try:
+                        self._ensure_running()
+                    finally:
+                        self._changed.acquire()
+        return True
+
+    def _ensure_running(self) -> None:
+        if self._closed or self.alive:
+            return
+        with self._start_lock:
+            if self._closed or self.alive:
+                return
+            if self._thread is not None:
+                self.restarts += 1
+                log.error("the trace writer thread died; starting another (%d)", self.restarts)
+            self._thread = threading.Thread(target=self._loop, name="trace-writer", daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
         while True:
@@ -113,36 +171,73 @@ class TraceWriter:
                 if traces:
                     with self._pool.connection() as conn:
                         write_traces(conn, traces)
-            except psycopg.Error as exc:
-                log.error("could not write %d traces: %s", len(traces), str(exc).splitlines()[0])
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            except Exception as exc:  # the batch is lost, the writer is not
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.error("could not write %d traces: %s", len(traces), message)
+            finally:  # also when the thread itself is being killed: waiters must not hang
+                with self._changed:
+                    self._pending.difference_update(t.trace_id for t in traces)
+                    self._changed.notify_all()
             if None in batch:
                 return
             time.sleep(self._linger_s)
 
 
 class UnknownTrace(LookupError):
-    pass
+    """No trace with that id was answered for this key."""
+
+
+class TooManyPending(RuntimeError):
+    """The key has as many corrections awaiting review as it may."""
+
+
+# A correction is worth reviewing only for an answer rated bad, given in an author's voice, with an
+# answer recorded; everything else is kept as a rating and never enters a dataset.
+_ADD_FEEDBACK = """
+INSERT INTO feedback (trace_id, rating, correction, author, api_key_id, status)
+SELECT t.trace_id, %(rating)s, %(correction)s, t.author, %(key)s,
+       CASE WHEN %(rating)s < 0 AND btrim(coalesce(%(correction)s, '')) <> ''
+                 AND t.author IS NOT NULL AND btrim(coalesce(t.answer, '')) <> '' AND t.error IS NULL
+            THEN 'pending' ELSE 'ignored' END
+FROM traces t
+WHERE t.trace_id = %(trace_id)s AND t.api_key_id IS NOT DISTINCT FROM %(key)s
+RETURNING feedback_id, status
+"""
 
 
 def add_feedback(
-    conn: psycopg.Connection, trace_id: uuid.UUID, rating: int, correction: str | None
-) -> int:
-    """Store feedback on a trace; a correction makes it a preference pair for the dataset pipeline."""
-    try:
-        with (
-            conn.transaction()
-        ):  # a savepoint inside a caller's transaction, which survives a failure
-            row = conn.execute(
-                "INSERT INTO feedback (trace_id, rating, correction) VALUES (%s, %s, %s) RETURNING feedback_id",
-                (trace_id, rating, correction.replace("\x00", "") if correction else None),
-            ).fetchone()
-    except psycopg.errors.ForeignKeyViolation as exc:
-        raise UnknownTrace(str(trace_id)) from exc
-    assert row is not None
-    return int(row[0])
+    conn: psycopg.Connection,
+    trace_id: uuid.UUID,
+    rating: int,
+    correction: str | None,
+    api_key_id: str | None = None,
+    max_pending: int | None = None,
+) -> tuple[int, str]:
+    """Store a rating (and correction) on a trace that this key was answered: (feedback_id, status).
+
+    The author is the one the server recorded on the trace, never the client's word. A correction
+    of a bad answer waits for review ('pending') before any dataset reads it; anything else is
+    'ignored' by datasets. `max_pending` caps the corrections a key may have awaiting review.
+    """
+    values = {
+        "trace_id": trace_id,
+        "rating": rating,
+        "correction": correction.replace("\x00", "") if correction else None,
+        "key": api_key_id,
+    }
+    with conn.transaction():  # a savepoint inside a caller's transaction
+        row = conn.execute(_ADD_FEEDBACK, values).fetchone()
+        if row is None:
+            raise UnknownTrace(str(trace_id))
+        if row[1] == "pending" and max_pending is not None:
+            (pending,) = conn.execute(
+                "SELECT count(*) FROM feedback WHERE api_key_id IS NOT DISTINCT FROM %s"
+                " AND status = 'pending'",
+                (api_key_id,),
+            ).fetchone()  # type: ignore[misc]
+            if pending > max_pending:
+                raise TooManyPending(f"{max_pending} corrections of this key await review")
+    return int(row[0]), str(row[1])
 
 
 @dataclass(frozen=True)

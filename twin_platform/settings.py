@@ -27,7 +27,10 @@ class Settings(BaseSettings):
         env_prefix="TWIN_", env_file=".env", extra="ignore", populate_by_name=True
     )
 
-    home: Path = Field(default_factory=_default_home, description="All local state (TWIN_HOME).")
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Folder of all local state: embedded servers, datasets, models, logs.",
+    )
     database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "TWIN_DATABASE_URL"),
@@ -44,18 +47,21 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MONGODB_URI", "TWIN_MONGODB_URI"),
         description="External MongoDB; unset starts the embedded nx-27017 server.",
     )
-    mongodb_database: str = "twin"
+    mongodb_database: str = Field(default="twin", description="Warehouse database name.")
     mongo_port: int = Field(
         default=27017, description="Preferred port of the embedded MongoDB server."
     )
-    ui_port: int = 3000
+    ui_port: int = Field(default=3000, description="Port of the Dagster UI that `twin ui` starts.")
     executor: Literal["in_process", "multiprocess"] = Field(
         default="in_process",
         description="Dagster executor: in_process (local: steps share one process and its loaded"
         " models) or multiprocess (production: a process per step, run in parallel).",
     )
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_host: str = Field(
+        default="127.0.0.1",
+        description="Address `twin serve` binds; off loopback it needs TWIN_API_KEYS (or TWIN_API_ALLOW_OPEN).",
+    )
+    api_port: int = Field(default=8000, description="Port of the API.")
     # Data collection (twin_platform/collection/crawlers, importers, sources, ingest)
     sources_file: Path | None = Field(
         default=None,
@@ -99,7 +105,9 @@ class Settings(BaseSettings):
     crawl_max_bytes: int = Field(
         default=5_000_000, ge=1024, description="Larger pages are refused."
     )
-    crawl_max_redirects: int = Field(default=5, ge=0)
+    crawl_max_redirects: int = Field(
+        default=5, ge=0, description="Redirect hops followed (each re-checked)."
+    )
     crawl_max_feed_items: int = Field(default=100, ge=1, description="Entries read from one feed.")
     repo_max_file_bytes: int = Field(
         default=200_000, ge=1, description="Larger repository files are skipped."
@@ -112,7 +120,34 @@ class Settings(BaseSettings):
     )
     # RAG inference API (twin_platform/rag, twin_platform/api)
     api_keys: str = Field(
-        default="", description="Comma-separated Bearer keys; empty = open API (warned)."
+        default="",
+        description="Comma-separated Bearer keys. Empty: only a loopback bind is allowed (an open"
+        " network bind also needs TWIN_API_ALLOW_OPEN).",
+    )
+    api_allow_open: bool = Field(
+        default=False,
+        description="Serve without TWIN_API_KEYS on a non-loopback address; without it such a"
+        " start is refused (an open API on a network is an accident, not a default).",
+    )
+    api_allowed_hosts: str = Field(
+        default="localhost,127.0.0.1,::1,api",
+        description="Comma-separated Host header values the API answers (`*.example.com` for"
+        " subdomains, `*` for any); others get 400, so a web page cannot reach a local API by DNS"
+        " rebinding. `api` is the compose service name; a concrete bind address is added.",
+    )
+    api_feedback_per_minute: int = Field(
+        default=30, ge=1, description="`/feedback` calls per minute per key (429 beyond)."
+    )
+    api_feedback_max_pending: int = Field(
+        default=200,
+        ge=1,
+        description="Corrections per key awaiting review; more get 429 until some are reviewed.",
+    )
+    api_trace_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long `/feedback` waits for its answer's trace to be written (503 after).",
     )
     api_rate_limit_per_minute: int = Field(
         default=600, ge=1, description="Requests per minute per key."
@@ -128,8 +163,8 @@ class Settings(BaseSettings):
     serve_model: str | None = Field(
         default=None,
         description="Model the API serves: a path or HF id (in process), or a litellm model string"
-        " (openai/NAME + TWIN_SERVE_API_BASE for a vLLM server); unset = registry 'production', else"
-        " the base GGUF.",
+        " (openai/NAME + TWIN_SERVE_API_BASE for a vLLM server) for authors with no deployment;"
+        " unset = the bundled GGUF. Deployed authors get their own model (`twin deploy list`).",
     )
     serve_api_base: str | None = Field(
         default=None, description="OpenAI-compatible server of TWIN_SERVE_MODEL."
@@ -142,17 +177,31 @@ class Settings(BaseSettings):
         description="The running API that deployments switch (e.g. http://api:8000 in compose);"
         " unset: the one `twin serve --background` or `twin run` started, if any.",
     )
+    serve_generation_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest a streamed answer may hold its model, slow readers included: the"
+        " stream then ends with an error event and the model serves the next request.",
+    )
     serve_max_loaded_models: int = Field(
         default=4,
         ge=1,
         description="Authors' models kept loaded at once (the least recently used idle one is"
         " unloaded first): bounds the API's memory, about 110 MB per quantized 135M model on CPU.",
     )
+    serve_deployment_poll_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the API checks the deployment records for a new version of a loaded"
+        " model (deployed or rolled back by another process, without a key) and switches to it;"
+        " 0 = only on /admin reload calls.",
+    )
     serve_quantization: Literal["Q8_0", "Q4_K_M"] = Field(
         default="Q4_K_M", description="The quantized file a deployment serves on CPU."
     )
     serve_model_name: str = Field(
-        default="twin", description="Registry name looked up for serving."
+        default="twin",
+        description="OpenAI model id that also names TWIN_RAG_DEFAULT_AUTHOR's twin.",
     )
     rag_default_author: str | None = Field(
         default=None, description="Author used when a query names none."
@@ -164,7 +213,7 @@ class Settings(BaseSettings):
     rag_expansions: int = Field(
         default=1,
         ge=1,
-        description="Queries searched: the original + n-1 rewrites (3 + llm: the reference).",
+        description="Queries searched: the original + n-1 rewrites (the reference uses 3, by LLM).",
     )
     rag_expansion_mode: str = Field(
         default="keywords", description="keywords (offline, instant) or llm."
@@ -180,7 +229,9 @@ class Settings(BaseSettings):
     gen_max_tokens: int = Field(
         default=256, ge=1, description="Default max new tokens of an answer."
     )
-    gen_temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    gen_temperature: float = Field(
+        default=0.2, ge=0.0, le=2.0, description="Default sampling temperature of an answer."
+    )
     # Training and the model registry
     model_registry: str | None = Field(
         default=None,
@@ -193,8 +244,10 @@ class Settings(BaseSettings):
     training_profile: str = Field(
         default="quick", description="quick (CPU, minutes) or full (GPU, the reference recipe)."
     )
-    training_launcher: str = Field(
-        default="subprocess", description="Where trainers run: subprocess, docker or ecs."
+    training_launcher: Literal["subprocess", "docker", "ecs", "k8s"] = Field(
+        default="subprocess",
+        description="Where trainers run: a local process, a Docker container, an ECS task or a"
+        " Kubernetes pod (resources/training.py).",
     )
     # LLM calls (twin_platform/llm) and dataset generation (twin_platform/datasets)
     llm_model: str = Field(
@@ -218,7 +271,8 @@ class Settings(BaseSettings):
     llm_batching: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Continuous batching of concurrent requests on the transformers backend (they share"
-        " decode steps): auto = on CUDA; off = one request at a time. llama.cpp is never batched.",
+        " decode steps): auto = on CUDA; on = also on CPU; off = one request at a time. llama.cpp is"
+        " never batched.",
     )
     llm_max_batch_size: int = Field(
         default=64,
@@ -228,8 +282,8 @@ class Settings(BaseSettings):
     )
     llm_cuda_graphs: bool = Field(
         default=True,
-        description="Replay the batched forward pass as CUDA graphs: 4-6x faster decode for a lone"
-        " request on an H100 (Python kernel launches dominate a small model's step).",
+        description="Replay the batched forward pass as CUDA graphs (Python kernel launches dominate"
+        " a small model's step; benchmarks/results/api.md).",
     )
     llm_max_retries: int = Field(
         default=2, ge=0, description="Retries of a failed or invalid LLM answer."
@@ -291,6 +345,48 @@ class Settings(BaseSettings):
         description="Hold every promotion until a person approves it (launchpad config `approve`,"
         " or the run tag twin/approved=true).",
     )
+    # Automation (assets/automation.py): when the graph runs by itself
+    collection_cron: str = Field(
+        default="0 5 * * *",
+        description="When every author's sources are collected again (cron, UTC): crawled sites"
+        " pick up new posts.",
+    )
+    dataset_min_new_documents: int = Field(
+        default=10,
+        ge=1,
+        description="Datasets rebuild when the author's cleaned documents grew by this many since"
+        " the production model's data, or by TWIN_DATASET_MIN_GROWTH, whichever comes first.",
+    )
+    dataset_min_growth: float = Field(
+        default=0.1,
+        gt=0,
+        description="Datasets also rebuild when the documents grew by this share (0.1 = 10%); see"
+        " TWIN_DATASET_MIN_NEW_DOCUMENTS.",
+    )
+    training_window_cron: str = Field(
+        default="0 0 * * *",
+        description="Training windows (cron, UTC): a candidate trains at most once per window,"
+        " when its datasets changed in it; turning automation back on never trains a backlog.",
+    )
+    # Run-failure alerts (twin_platform/alerts.py, sensors/alerts.py)
+    alert_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Slack-compatible incoming webhook (POST {'text': ...}) told of every failed"
+        " run; unset = the alert log only. A secret: Slack's URL holds its token.",
+    )
+    alert_webhook_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Connect and read timeout of the webhook call; a slow or failing webhook is"
+        " logged, never retried by the sensor.",
+    )
+    alert_log_max_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Size of alerts.jsonl before it rotates."
+    )
+    alert_log_backups: int = Field(
+        default=3, ge=0, description="Rotated alert logs kept (alerts.jsonl.1 ... .N)."
+    )
     # Feature pipeline (twin_platform/features)
     embedding_model: str = Field(
         default="sentence-transformers/all-MiniLM-L6-v2",
@@ -307,10 +403,23 @@ class Settings(BaseSettings):
         " (onnx on CPU, torch on a GPU).",
     )
     embedding_cuda_batch_size: int = Field(
-        default=256,
+        default=1024,
         ge=1,
-        description="Texts per forward pass on a GPU (benchmarks/bench_features.py --device cuda"
-        " sweeps it).",
+        description="Texts per forward pass on a GPU, and the least chunks per embedding page there"
+        " (bench_features.py --mode bulk --device cuda sweeps it: on an H200, float16, 128/256/512/"
+        "1024 gave 4,278/5,750/6,600/6,937 chunks/s).",
+    )
+    embedding_cuda_dtype: Literal["float32", "float16"] = Field(
+        default="float16",
+        description="Precision of the model on a GPU: float16 vectors are at cosine >= 0.9997 to"
+        " float32's (bfloat16: 0.998, not offered); 6,937 against 4,731 chunks/s on an H200.",
+    )
+    embedding_writers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Connections writing embedded chunks in parallel (each COPY computes its rows'"
+        " tsvectors in its own server process); chunks are read on one more.",
     )
     query_encoder: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
@@ -435,6 +544,11 @@ class Settings(BaseSettings):
     def models_cache_dir(self) -> Path:
         """Local copies of versions from an S3 registry."""
         return self.home / "models-cache"
+
+    @property
+    def inbox_dir(self) -> Path:
+        """Export files dropped into inbox/<author>/ are collected (see `collection.inbox`)."""
+        return self.home / "inbox"
 
     @property
     def quantized_dir(self) -> Path:

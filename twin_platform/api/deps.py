@@ -26,6 +26,7 @@ class Serving:
     writer: TraceWriter
     keys: KeyStore
     limiter: RateLimiter
+    feedback_limiter: RateLimiter  # per key, on top of `limiter`: feedback feeds human review
     load_error: str | None = None  # why the default model failed to load, if it did
 
 

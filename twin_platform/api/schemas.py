@@ -9,17 +9,33 @@ from __future__ import annotations
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from twin_platform.storage.feature_store.records import Chunk
 
 Category = Literal["articles", "posts", "repositories"]
 MAX_QUERY_CHARS = 4000
 SNIPPET_CHARS = 300
+# An author key as registration accepts it (collection.sources.AUTHOR_NAME): anything else names no
+# author, and a NUL byte would reach Postgres as a query parameter.
+AUTHOR_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request model: unknown fields and loose types (`true` for 1, `1` for true, `"1"` for 1)
+    are refused, as the schema says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def integral(value: object) -> object:
+    """An integer as JSON Schema counts them: `14.0` is one, `true` is not (Python says True == 1).
+    Runs before the strict check, which then sees a plain int."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class RetrieveRequest(Strict):
@@ -27,12 +43,20 @@ class RetrieveRequest(Strict):
         min_length=1, max_length=MAX_QUERY_CHARS, description="What to search for or ask."
     )
     author: str | None = Field(
-        default=None, max_length=200, description="Only this author's writing."
+        default=None, pattern=AUTHOR_PATTERN, description="Only this author's writing."
     )
     category: Category | None = Field(default=None, description="Only this category.")
     k: int | None = Field(
-        default=None, ge=1, le=100, description="Chunks to return (default TWIN_RAG_K)."
+        default=None,
+        ge=1,
+        le=100,
+        description="Chunks to return (default TWIN_RAG_K; at most TWIN_API_MAX_K).",
     )
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _integral(cls, value: object) -> object:
+        return integral(value)
 
 
 class Turn(Strict):
@@ -50,8 +74,15 @@ class RagRequest(RetrieveRequest):
         default=False, description="Server-sent events: sources, then text deltas, then done."
     )
     generate: bool = Field(default=True, description="False: retrieval only, no answer.")
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=8192, description="At most TWIN_API_MAX_NEW_TOKENS."
+    )
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+
+    @field_validator("k", "max_tokens", mode="before")
+    @classmethod
+    def _integral(cls, value: object) -> object:
+        return integral(value)
 
 
 class Source(BaseModel):
@@ -106,15 +137,27 @@ class RagResponse(RetrieveResponse):
 
 
 class FeedbackRequest(Strict):
-    trace_id: UUID
+    trace_id: UUID = Field(strict=False)  # JSON has no UUID type: a string is parsed
     rating: Literal[-1, 1] = Field(description="1 good, -1 bad.")
     correction: str | None = Field(
-        default=None, max_length=20_000, description="A better answer: becomes a preference pair."
+        default=None,
+        max_length=20_000,
+        description="A better answer. With rating -1 it waits for review, then may become a"
+        " preference pair.",
     )
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _integral(cls, value: object) -> object:
+        return integral(value)
 
 
 class FeedbackResponse(BaseModel):
     feedback_id: int
+    status: Literal["pending", "ignored"] = Field(
+        description="pending: a correction awaiting review; ignored: a rating only (no dataset"
+        " reads it)."
+    )
 
 
 class Health(BaseModel):
@@ -131,8 +174,11 @@ class Readiness(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """OpenAI's error object, with the HTTP status as `code`."""
+
     message: str
     type: str
+    param: str | None = None
     code: int
 
 
@@ -144,6 +190,8 @@ class ErrorResponse(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     role: Literal["system", "user", "assistant"]
     content: str = Field(max_length=MAX_QUERY_CHARS * 4)
 
@@ -151,19 +199,41 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(BaseModel):
     """OpenAI's fields that matter here; unknown fields are ignored, as OpenAI clients send many."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(max_length=200)
-    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        max_length=64,
+        description="At least one user message: the last one is the request.",
+        json_schema_extra={
+            "contains": {"type": "object", "properties": {"role": {"const": "user"}}}
+        },
+    )
     stream: bool = False
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=8192, description="At most TWIN_API_MAX_NEW_TOKENS."
+    )
+    max_completion_tokens: int | None = Field(
+        default=None, ge=1, le=8192, description="At most TWIN_API_MAX_NEW_TOKENS."
+    )
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     n: Literal[1] = 1
     # Twin extensions (extra_body with the openai SDK)
-    author: str | None = Field(default=None, max_length=200)
-    k: int | None = Field(default=None, ge=1, le=100)
+    author: str | None = Field(default=None, pattern=AUTHOR_PATTERN)
+    k: int | None = Field(default=None, ge=1, le=100, description="At most TWIN_API_MAX_K.")
     rag: bool = Field(default=True, description="Retrieve context for the last user message.")
+
+    @field_validator("n", "max_tokens", "max_completion_tokens", "k", mode="before")
+    @classmethod
+    def _integral(cls, value: object) -> object:
+        return integral(value)
+
+    @model_validator(mode="after")
+    def _has_a_user_message(self) -> ChatCompletionRequest:
+        if not any(m.role == "user" for m in self.messages):
+            raise ValueError("messages need at least one user message")
+        return self
 
 
 class ChoiceMessage(BaseModel):
@@ -204,4 +274,5 @@ class ModelList(BaseModel):
 
 
 def error_payload(status: int, message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": status}}
+    """OpenAI's error shape, so its SDKs raise the matching error with this message."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}

@@ -1,21 +1,28 @@
-"""API keys, per-key rate limits and the request size limit.
+"""API keys, per-key rate limits, the request size limit, and where an API may listen.
 
 Keys come from TWIN_API_KEYS (comma-separated) and are sent as `Authorization: Bearer <key>`. With
-none configured the API is open and says so in the log at start. A key is never logged or stored:
-traces and limits use `key_id`, a short hash.
+none configured the API is open, which is allowed on loopback only (or with TWIN_API_ALLOW_OPEN),
+and says so in the log at start. A key is never logged or stored: traces and limits use `key_id`,
+a short hash. Requests must name an allowed host (TWIN_API_ALLOWED_HOSTS), so a web page cannot
+reach a local API through DNS rebinding.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from twin_platform.servers.common import ServiceError
+
 ANONYMOUS = "anonymous"
+PLACEHOLDER_KEY = "change-me"  # .env.example's value: a key anyone can read is no key
+LOOPBACK_NAMES = ("localhost",)
 
 
 def key_id(key: str) -> str:
@@ -24,6 +31,46 @@ def key_id(key: str) -> str:
 
 def parse_keys(raw: str) -> list[str]:
     return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+class UnsafeServeError(ServiceError):
+    """The API would be reachable without a key, or with a published placeholder key."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address or name only this machine reaches; `0.0.0.0`, `::` and names are not."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_serving_safety(keys: list[str], allow_open: bool, bind_host: str) -> None:
+    """Fail closed, in one line, before anything listens: no keys on a non-loopback address
+    unless TWIN_API_ALLOW_OPEN says so, and never the example file's placeholder key."""
+    if any(key.startswith(PLACEHOLDER_KEY) for key in keys):
+        raise UnsafeServeError(
+            "TWIN_API_KEYS still holds the placeholder from .env.example: set real keys"
+            " (e.g. `openssl rand -hex 32`)"
+        )
+    if not keys and not allow_open and not is_loopback(bind_host):
+        raise UnsafeServeError(
+            f"refusing to serve without TWIN_API_KEYS on {bind_host} (reachable from the"
+            " network): set TWIN_API_KEYS=key1,key2, bind 127.0.0.1, or set"
+            " TWIN_API_ALLOW_OPEN=true to serve open on purpose"
+        )
+
+
+def allowed_hosts(configured: str, bind_host: str) -> list[str]:
+    """Host header values to answer: the configured ones (IPv6 literals also in brackets, as Host
+    headers carry them) plus a concrete bind address, which no rebinding attack can produce."""
+    hosts = [h.strip().lower() for h in configured.split(",") if h.strip()]
+    if bind_host and bind_host not in ("0.0.0.0", "::", "[::]"):
+        hosts.append(bind_host.lower())
+    bracketed = [f"[{h.strip('[]')}]" for h in hosts if ":" in h.strip("[]")]
+    return list(dict.fromkeys(hosts + bracketed))
 
 
 class KeyStore:
@@ -124,6 +171,7 @@ async def _too_large(send: Any, max_bytes: int) -> None:
             "error": {
                 "message": f"request body over {max_bytes} bytes",
                 "type": "request_too_large",
+                "param": None,
                 "code": 413,
             }
         }

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 
 from twin_platform.api.deps import Serving
 from twin_platform.monitoring import Trace
+from twin_platform.rag.pipeline import Answering
+from twin_platform.settings import Settings
 
 
 @contextmanager
@@ -37,3 +39,10 @@ def finish_stream(serving: Serving, trace: Trace, started: float) -> None:
 def record_error(trace: Trace, exc: Exception) -> None:
     """The error's type and message, cut short; never its traceback."""
     trace.error = f"{type(exc).__name__}: {str(exc)[:500]}"
+
+
+def record_persona(trace: Trace, answering: Answering, settings: Settings) -> None:
+    """The author whose voice answers (the one named or found, else the default author), as the
+    server decided it: feedback on the answer is filed under this author, whatever a client
+    says later."""
+    trace.author = answering.retrieval.filters.author or settings.rag_default_author

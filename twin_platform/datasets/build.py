@@ -3,7 +3,8 @@
 - Instruction dataset (back-translation): the author's extracts are the answers, so every answer is in
   the author's own words; the LLM writes the instruction each extract answers.
 - Preference dataset: the same prompts and splits; chosen = the author's text, rejected = what the
-  model answers to the prompt in the training chat format; plus user corrections from feedback.
+  model answers to the prompt in the training chat format; plus user corrections from feedback
+  that a reviewer approved (`datasets.feedback`): unreviewed ones never reach a dataset.
 """
 
 from __future__ import annotations
@@ -341,7 +342,8 @@ def build_preference_dataset(
     datasets_root: Path,
     cache_dir: Path,
 ) -> BuildReport:
-    """The instruction dataset's prompts and splits -> (prompt, chosen, rejected), plus feedback pairs."""
+    """The instruction dataset's prompts and splits -> (prompt, chosen, rejected), plus the approved
+    feedback pairs of the author."""
     started = time.perf_counter()
     steps: dict[str, int] = {}
     base = read_samples(instructions)

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from twin_platform.features.pii import scrub_pii, scrub_texts  # noqa: F401 - the one scrubber
+
 _COMMON_ENGLISH = (
     "the a an and or but of to in on for with is are was were be been it this that as at by from you i we "
     "they he she not have has had do does did can will would should so if what which how my your our their "
@@ -30,50 +32,6 @@ REFUSAL = re.compile(
     r"|i do(n't| not) have (access|the ability)|language model)\b",
     re.IGNORECASE,
 )
-
-# PII and secrets, most specific first, each replaced by a typed placeholder.
-PII_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    (
-        "private_key",
-        re.compile(
-            r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
-        ),
-    ),
-    ("jwt", re.compile(r"\beyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}\b")),
-    (
-        "api_key",
-        re.compile(
-            r"\b(sk-(proj-|ant-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
-            r"|github_pat_\w{30,}|xox[abprs]-[\w-]{10,}|AIza[\w-]{35}|hf_[A-Za-z0-9]{30,}|glpat-[\w-]{20,})\b"
-        ),
-    ),
-    (
-        "token",
-        re.compile(
-            r"(?i)\b(bearer\s+[\w.~+/-]{16,}=*|(api[_-]?key|secret|token|password|passwd)\s*[:=]\s*['\"]?[^\s'\"]{8,})"
-        ),
-    ),
-    ("email", re.compile(r"\b[\w.+-]+@[\w-]+(\.[\w-]+)*\.[A-Za-z]{2,}\b")),
-    (
-        "phone",
-        re.compile(
-            r"(?<![\w.])(\+\d{1,3}[\s.-]?)?(\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?!\w|\.\d)"
-        ),
-    ),
-    (
-        "ip_address",
-        re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"),
-    ),
-]
-PLACEHOLDERS = {
-    "private_key": "[PRIVATE_KEY]",
-    "jwt": "[SECRET]",
-    "api_key": "[SECRET]",
-    "token": "[SECRET]",
-    "email": "[EMAIL]",
-    "phone": "[PHONE]",
-    "ip_address": "[IP]",
-}
 
 
 @dataclass(frozen=True)
@@ -143,27 +101,23 @@ def apply_rules(samples: Iterable[Sample], rules: RuleConfig) -> tuple[list[Samp
     return kept, dropped
 
 
-def scrub_pii(text: str) -> tuple[str, Counter[str]]:
-    found = Counter[str]()
-    for name, pattern in PII_PATTERNS:
-        text, n = pattern.subn(PLACEHOLDERS[name], text)
-        if n:
-            found[name] += n
-    return text, found
-
-
 def scrub_samples(samples: Iterable[Sample]) -> tuple[list[Sample], Counter[str]]:
+    """Every text field of every sample through the one scrubber cleaning uses (detect-secrets)."""
+    samples = list(samples)
+    fields = [
+        (index, name, value)
+        for index, sample in enumerate(samples)
+        for name in ("instruction", "answer", "rejected")
+        if (value := getattr(sample, name)) is not None
+    ]
     found = Counter[str]()
-    out = []
-    for sample in samples:
-        fields = {}
-        for name in ("instruction", "answer", "rejected"):
-            value = getattr(sample, name)
-            if value is not None:
-                fields[name], counts = scrub_pii(value)
-                found.update(counts)
-        out.append(replace(sample, **fields))
-    return out, found
+    changes: dict[int, dict[str, str]] = {}
+    for (index, name, _), (text, counts) in zip(
+        fields, scrub_texts(value for _, _, value in fields), strict=True
+    ):
+        changes.setdefault(index, {})[name] = text
+        found.update(counts)
+    return [replace(sample, **changes.get(i, {})) for i, sample in enumerate(samples)], found
 
 
 def drop_exact_duplicates(samples: list[Sample]) -> tuple[list[Sample], int]:

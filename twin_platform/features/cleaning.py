@@ -1,21 +1,38 @@
-"""Cleaning that keeps meaning: normalised text with its code, URLs and Markdown intact.
+"""Cleaning that keeps meaning: the author's own words, normalised, with code, URLs and Markdown.
 
 The reference pipeline deletes every character but letters, digits and `.,!?`, which destroys code,
-links and structure. Here prose is Unicode- and whitespace-normalised and stripped of boilerplate
-(navigation, share buttons, footers); fenced code is kept verbatim apart from line endings and
-trailing spaces; repositories lose only files that are not text (binaries, minified bundles).
+links and structure. Here prose is Unicode- and whitespace-normalised; platform chrome (share
+widgets, subscribe prompts, bylines, navigation, captions, like counts) is dropped by
+`boilerplate` from known widgets and from what recurs across the author's documents on one
+platform; the title block is kept once; hard-wrapped lines are re-flowed into paragraphs (code,
+lists, tables and quotes untouched); secrets and personal data are replaced by placeholders (`pii`)
+so that no chunk, vector or snippet holds them. Fenced and indented code is kept verbatim apart
+from line endings and trailing spaces; repositories lose only files that are not text.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Literal
 
 from twin_platform.documents import Category
+from twin_platform.features.boilerplate import (
+    Profile,
+    Unit,
+    build_profile,
+    document_keys,
+    drop_chrome,
+    is_widget_line,
+    units_of,
+)
+from twin_platform.features.pii import scrub_pii
 
-CLEANER_VERSION = "1"
+CLEANER_VERSION = "2"
 """Bump when cleaning changes: every document is cleaned again on the next run."""
 
 Status = Literal["ok", "truncated", "empty", "non_text"]
@@ -30,26 +47,20 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"(?<=\S)[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]{2,}")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _HTML_HINT = re.compile(r"<(html|body|div|article|p|br|span|head|nav|footer)\b[^>]*>", re.I)
-_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 
-# Lines that are page furniture, not writing. Matched on the whole (short) line, case-insensitive.
-_BOILERPLATE = re.compile(
-    r"^(?:"
-    r"share( this( post| article)?)?( on (twitter|x|facebook|linkedin|reddit|email|whatsapp))?"
-    r"|(click to )?(tweet|share|email|print)( this)?"
-    r"|(subscribe|sign up|sign in|log in|login|register)( now| for free| to .{0,40})?"
-    r"|follow( me| us)?( on .{0,30})?"
-    r"|skip to (main )?content|toggle navigation|(main )?menu|back to top|scroll to top"
-    r"|(©|\(c\)|copyright).{0,80}|all rights reserved\.?|privacy policy|terms( of (service|use))?"
-    r"|(we use )?cookies?.{0,80}|accept( all)?( cookies)?"
-    r"|related (posts|articles|stories)|you (may|might) also like|more from .{0,40}|recommended( for you)?"
-    r"|read more|continue reading|see more|…see more|\.\.\.see more|see translation|show more"
-    r"|leave a (comment|reply)|\d+ (comments?|responses?|claps?|likes?|reactions?)"
-    r"|member-only story|\d+ min read|listen|like|comment|repost|send|reply|--"
-    r")[.!:]?$",
-    re.I,
+# Text scraped with get_text() (the reference's Medium crawler): a page on one line, sentences glued.
+_GLUED = re.compile(r"(?<=[a-z0-9%)\]”’][.!?])(?=[A-Z“‘→🔗])")
+_SPACED = re.compile(r"(?<=[a-z0-9%)\]”’][.!?]) (?=[A-Z])")
+_MEDIUM_HEAD = re.compile(r"^.{0,300}?Open in app(?:Sign up|Sign in|Write|Top highlight)*")
+_MEDIUM_BYLINE = re.compile(
+    r"[A-Z][\w'’-]*(?: [A-Z][\w'’-]*){0,3}·Follow(?:Published in.{1,80}?·)?\d+ min read·"
+    r"[A-Z][a-z]{2} \d{1,2}, \d{4}[\d.,K]*(?:Listen)?(?:Share)?"
 )
-_BOILERPLATE_MAX_CHARS = 100
+_MEDIUM_FOOT = re.compile(
+    r"Sign up to discover human stories|Recommended from Medium|\d*FollowWritten by "
+)
+_HARD_BREAK = re.compile(r"( {2,}|\\)$")
+_WRAP_HYPHEN = re.compile(r"[A-Za-z]-$")
 
 # Repository files that carry no writing worth retrieving.
 _SKIPPED_FILE = re.compile(
@@ -59,33 +70,74 @@ _FILE_HEADING = re.compile(r"^#{1,6}\s+`?(?P<path>[^\s`]+)`?\s*$")
 
 
 @dataclass(frozen=True)
+class DocumentContext:
+    """What cleaning knows beyond the text: the title block, and the chrome of the author's
+    documents on the same platform (`corpus_profile`)."""
+
+    title: str | None = None
+    subtitle: str | None = None
+    profile: Profile = field(default_factory=Profile)
+    document: str | None = None  # its id in the profile (the URL): the owner keeps recurring prose
+
+
+@dataclass(frozen=True)
 class CleanedText:
     content: str
     status: Status
     language: str | None
     removed_lines: int = 0
+    dropped: tuple[str, ...] = ()  # the chrome lines removed, for reports
+    scrubbed: dict[str, int] = field(default_factory=dict)  # secrets and PII replaced, by kind
 
 
-def clean(raw: object, category: Category | str, max_chars: int = 2_000_000) -> CleanedText:
+def clean(
+    raw: object,
+    category: Category | str,
+    max_chars: int = 2_000_000,
+    context: DocumentContext | None = None,
+) -> CleanedText:
     """Clean one document's content for its category. Never raises on bad input: it reports it."""
     text = _as_text(raw)
     if text is None or _looks_binary(text):
         return CleanedText("", "non_text", None)
     category = Category(category)
+    context = context or DocumentContext()
     truncated = len(text) > max_chars
     if truncated:
         text = text[:max_chars]
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if category != Category.REPOSITORIES and _HTML_HINT.search(text[:5000]):
-        text = html_to_markdown(text)
     if category == Category.REPOSITORIES:
-        text, removed = _clean_repository(text)
+        text, dropped = _clean_repository(text.replace("\r\n", "\n").replace("\r", "\n"))
     else:
-        text, removed = _clean_markdown(text)
-    text = text.strip("\n")
+        text = prepare(text, context.title, context.subtitle)
+        text, dropped = _clean_markdown(text, context)
+    text, scrubbed = scrub_pii(text.strip("\n"))
     if not text.strip():
-        return CleanedText("", "empty", None, removed)
-    return CleanedText(text, "truncated" if truncated else "ok", detect_language(text), removed)
+        return CleanedText("", "empty", None, len(dropped), tuple(dropped))
+    status: Status = "truncated" if truncated else "ok"
+    language = detect_language(text)
+    return CleanedText(text, status, language, len(dropped), tuple(dropped), dict(scrubbed))
+
+
+def corpus_profile(contents: Iterable[tuple[str, object]], share: float | None = None) -> Profile:
+    """The chrome of one author's documents on one platform, from (URL, content) pairs: the
+    lines many of them repeat."""
+    keys: dict[str, frozenset[str]] = {}
+    for url, raw in contents:
+        text = _as_text(raw)
+        if text is not None and not _looks_binary(text):
+            keys[url] = document_keys(prepare(text).split("\n"))
+    return build_profile(keys) if share is None else build_profile(keys, share)
+
+
+def prepare(text: str, title: str | None = None, subtitle: str | None = None) -> str:
+    """The text both the corpus profile and cleaning read: Unix newlines, HTML as Markdown, glued
+    page text cut into paragraphs."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _HTML_HINT.search(text[:5000]):
+        text = page_to_markdown(text)
+    return "\n".join(
+        _unglue(line, title, subtitle) if _is_glued(line) else line for line in text.split("\n")
+    )
 
 
 def _as_text(raw: object) -> str | None:
@@ -108,8 +160,10 @@ def _looks_binary(text: str, sample: int = 20_000) -> bool:
     return len(head) >= 2000 and max(len(w) for w in head.split()) > 0.9 * len(head)
 
 
-def html_to_markdown(html: str) -> str:
-    """Main content of an HTML page as Markdown (boilerplate dropped by trafilatura)."""
+def page_to_markdown(html: str) -> str:
+    """Main content of a whole scraped HTML page as Markdown, navigation and footers dropped by
+    trafilatura. (Export bodies, which are all the author's, go through
+    `collection.html.html_to_markdown`, which keeps every element.)"""
     import trafilatura  # lazy: only HTML inputs pay for it
 
     extracted = trafilatura.extract(
@@ -146,48 +200,88 @@ def _clean_code(code: str) -> str:
     return "\n".join(line.rstrip() for line in code.split("\n"))
 
 
-def _clean_prose(text: str) -> tuple[str, int]:
-    text = unicodedata.normalize("NFKC", text)
-    text = _CONTROL.sub("", _INVISIBLE.sub("", text)).replace("\t", "    ")
-    kept: list[str] = []
-    removed = 0
-    for line in text.split("\n"):
-        line = _SPACES.sub(" ", line.rstrip())
-        if _is_boilerplate(line):
-            removed += 1
-            continue
-        kept.append(line)
-    return _BLANK_LINES.sub("\n\n", "\n".join(kept)), removed
+def _normalise(line: str) -> str:
+    """A prose line: NFKC (𝗯𝗼𝗹𝗱 math letters become letters), no invisible or control characters,
+    single spaces inside; trailing spaces are kept for the hard-break test."""
+    line = unicodedata.normalize("NFKC", line)
+    line = _CONTROL.sub("", _INVISIBLE.sub("", line)).replace("\t", "    ")
+    body = line.rstrip()
+    return _SPACES.sub(" ", body) + line[len(body) :][:2]
 
 
-def _is_boilerplate(line: str) -> bool:
-    stripped = line.strip().strip("*_#>|-• ").strip()
-    if not stripped or len(stripped) > _BOILERPLATE_MAX_CHARS:
-        return False
-    if _BOILERPLATE.match(stripped) or _BOILERPLATE.match(_MD_LINK.sub(r"\1", stripped).strip()):
-        return True
-    links = _MD_LINK.findall(stripped)
-    # A line of nothing but three or more short links is a navigation bar.
-    return len(links) >= 3 and not _MD_LINK.sub("", stripped).strip(" |·•-/")
-
-
-def _clean_markdown(text: str) -> tuple[str, int]:
+def _clean_markdown(text: str, context: DocumentContext) -> tuple[str, list[str]]:
+    """Chrome dropped, the title block kept once, paragraphs re-flowed; returns the dropped lines."""
+    units = units_of(text.split("\n"))
+    for unit in units:
+        if unit.kind != "code":
+            unit.lines = [_normalise(line) for line in unit.lines]
+    width = _wrap_width(units)
+    if width is not None:
+        _join_wrapped_headings(units, width)
+    titles = [t for t in (context.title, context.subtitle) if t]
+    dropped = drop_chrome(units, context.profile, titles, context.document)
     out: list[str] = []
-    removed = 0
-    for is_code, piece in split_fences(text):
-        if is_code:
-            out.append(_clean_code(piece))
+    for unit in units:
+        if unit.kind == "code":
+            out.append(_clean_code("\n".join(unit.kept)))
+        elif unit.kept:
+            out.append("\n".join(_reflow(unit, width)))
+    return _BLANK_LINES.sub("\n\n", "\n".join(out)), dropped
+
+
+def _wrap_width(units: list[Unit]) -> int | None:
+    """The width prose was hard-wrapped at (html2text: 78), or None when it was not: most
+    non-final lines of paragraphs are then nearly as long as the longest ones."""
+    lengths = [
+        len(line.rstrip())
+        for unit in units
+        if unit.kind == "prose"
+        for line in unit.lines[:-1]
+        if not _HARD_BREAK.search(line)
+    ]
+    if len(lengths) < 3:
+        return None
+    width = statistics.quantiles(lengths, n=10)[-1]  # the 90th percentile: a few long URLs aside
+    if width > 160 or sum(n >= 0.65 * width for n in lengths) < 0.7 * len(lengths):
+        return None
+    return int(width)
+
+
+def _join_wrapped_headings(units: list[Unit], width: int) -> None:
+    """html2text wraps long headings too: the lines right under one (no blank between) end it,
+    as long as each line before was long enough to have been wrapped."""
+    for unit, following in pairwise(units):
+        if unit.kind != "heading" or following.kind != "prose":
+            continue
+        segment = unit.lines[0]
+        for index, line in enumerate(following.lines):
+            if len(segment.rstrip()) < 0.6 * width:
+                break
+            glue = "" if _WRAP_HYPHEN.search(unit.lines[0].rstrip()) else " "
+            unit.lines[0] = f"{unit.lines[0].rstrip()}{glue}{line.strip()}"
+            following.lines[index], segment = "", line
+
+
+def _reflow(unit: Unit, width: int | None) -> list[str]:
+    """A paragraph or list item of a hard-wrapped document joined into one line (Markdown reads a
+    single newline as a space); hard breaks (two trailing spaces, a backslash) stay breaks."""
+    if width is None or unit.kind not in ("prose", "list"):
+        return [line.rstrip() for line in unit.kept]
+    joined: list[str] = []
+    for line in unit.kept:
+        if joined and not _HARD_BREAK.search(joined[-1]):
+            previous = joined[-1].rstrip()
+            glue = "" if _WRAP_HYPHEN.search(previous) and line[:1].isalpha() else " "
+            joined[-1] = previous + glue + line.lstrip()  # its trailing spaces: a hard break
         else:
-            cleaned, n = _clean_prose(piece)
-            out.append(cleaned)
-            removed += n
-    return "".join(out), removed
+            joined.append(line)
+    return [line.rstrip() for line in joined]
 
 
-def _clean_repository(text: str) -> tuple[str, int]:
+def _clean_repository(text: str) -> tuple[str, list[str]]:
     """Keep every text file's fenced block verbatim; drop lock files, minified and binary files."""
     out: list[str] = []
-    removed = 0
+    dropped: list[str] = []
     path: str | None = None
     for is_code, piece in split_fences(text):
         if not is_code:
@@ -195,18 +289,43 @@ def _clean_repository(text: str) -> tuple[str, int]:
                 m.group("path") for line in piece.split("\n") if (m := _FILE_HEADING.match(line))
             ]
             path = headings[-1] if headings else path
-            cleaned, n = _clean_prose(piece)
-            out.append(cleaned)
-            removed += n
+            lines = [_normalise(line).rstrip() for line in piece.split("\n")]
+            dropped += [line for line in lines if is_widget_line(line)]
+            out.append(
+                _BLANK_LINES.sub("\n\n", "\n".join(x for x in lines if not is_widget_line(x)))
+            )
             continue
         body = piece.split("\n", 1)[1] if "\n" in piece else ""
         if (path and _SKIPPED_FILE.search(path)) or _looks_binary(body) or _is_minified(body):
-            removed += 1
+            dropped.append(f"{path or 'file'} (not text)")
             if out and path and out[-1].rstrip().endswith(path):
                 out[-1] = out[-1].rstrip()[: -len(path)].rstrip("# `\n") + "\n"
             continue
         out.append(_clean_code(piece))
-    return "".join(out), removed
+    return "".join(out), dropped
+
+
+def _is_glued(line: str) -> bool:
+    """A whole page on one line: Medium's header and byline, or sentences mostly glued."""
+    if len(line) < 500:
+        return False
+    if _MEDIUM_HEAD.match(line) and _MEDIUM_BYLINE.search(line):
+        return True
+    glued = len(_GLUED.findall(line))
+    return glued >= 5 and glued >= len(_SPACED.findall(line))
+
+
+def _unglue(line: str, title: str | None, subtitle: str | None) -> str:
+    """Medium's header, byline and footer cut away; title, subtitle and sentences on their own."""
+    line = _MEDIUM_HEAD.sub("", line, count=1)
+    line = _MEDIUM_BYLINE.sub("\n\n", line, count=1)
+    foot = _MEDIUM_FOOT.search(line, len(line) // 3)
+    line = line[: foot.start()] if foot else line
+    for text, prefix in ((title, "# "), (subtitle, "")):
+        at = line.find(text, 0, 1500) if text else -1
+        if text and at >= 0:
+            line = f"{line[:at]}\n\n{prefix}{text}\n\n{line[at + len(text) :]}"
+    return _GLUED.sub("\n\n", line)
 
 
 def _is_minified(code: str) -> bool:

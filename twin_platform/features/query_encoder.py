@@ -193,18 +193,27 @@ def export(model_name: str, dest: Path) -> Path:
 # included (measured on these cores): a query joins a batch while the padding it adds stays within
 # about one call's fixed cost.
 PAD_BUDGET_TOKENS = 8
+# Tokens (batch x longest) per call. Long chunks in bulk made batches of 32 x 256 tokens (100 MB
+# per attention tensor): two workers grew the process by 1.4 GB. Capped at 8,192 / 2,048 / 1,024
+# tokens: +1.4 GB / +0.3 GB / +0.1 GB, and no slower (small dry runs on loaded cores); the fixed
+# cost of a call stays about 1% of a capped one's.
+MAX_BATCH_TOKENS = 1024
 
 
-def length_groups(lengths: list[int], pad_budget: int = PAD_BUDGET_TOKENS) -> list[list[int]]:
+def length_groups(
+    lengths: list[int], pad_budget: int = PAD_BUDGET_TOKENS, max_tokens: int = MAX_BATCH_TOKENS
+) -> list[list[int]]:
     """Indices of `lengths` in batches, shortest first; each batch is padded to its longest.
 
     Walking the lengths in order, one joins the current batch while the batch's total padding (to
-    this new longest length) stays within `pad_budget` tokens; otherwise it starts the next batch.
+    this new longest length) stays within `pad_budget` tokens and the padded batch within
+    `max_tokens`; otherwise it starts the next batch.
     """
     groups: list[list[int]] = []
     total = 0  # tokens in the current batch
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if groups and len(groups[-1]) * lengths[i] - total <= pad_budget:
+        width = (len(groups[-1]) + 1) * lengths[i] if groups else 0
+        if groups and width - total - lengths[i] <= pad_budget and width <= max_tokens:
             groups[-1].append(i)
             total += lengths[i]
         else:
@@ -238,8 +247,9 @@ class OnnxQueryEncoder:
         self.pooling: str = meta["pooling"]
         self.normalize: bool = meta["normalize"]
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.max_tokens = int(meta["max_tokens"])
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(int(meta["max_tokens"]))
+        self.tokenizer.enable_truncation(self.max_tokens)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -253,7 +263,7 @@ class OnnxQueryEncoder:
             threading.Thread(target=self._work, name=f"query-encoder-{i}", daemon=True).start()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        jobs = [_Job(self.tokenizer.encode(text).ids) for text in texts]
+        jobs = [_Job(encoding.ids) for encoding in self.tokenizer.encode_batch(texts)]
         with self._ready:
             self._pending.extend(jobs)
             self._ready.notify(len(jobs))
@@ -302,16 +312,23 @@ class OnnxQueryEncoder:
                 job.done.set_result(vector)
 
 
-def load_onnx_encoder(settings: Settings) -> OnnxQueryEncoder:
-    """The cached export for TWIN_EMBEDDING_MODEL, exporting it first when there is none."""
+def exported_model(model_name: str, cache_dir: Path) -> Path:
+    """The folder of the model's checked ONNX export under `cache_dir`, exporting it first if needed.
+
+    Shared by the API's query encoder and the feature pipeline's bulk encoder: one export each model.
+    """
     from twin_platform.features.embedding import resolve_model_path
 
-    name = settings.embedding_model
-    folder = settings.onnx_cache_dir / cache_key(name, resolve_model_path(name))
+    folder = cache_dir / cache_key(model_name, resolve_model_path(model_name))
     if not (folder / "encoder.json").exists():
-        log.info("exporting %s to ONNX (once; cached in %s)", name, folder)
-        export(name, folder)
-    return OnnxQueryEncoder(folder)
+        log.info("exporting %s to ONNX (once; cached in %s)", model_name, folder)
+        export(model_name, folder)
+    return folder
+
+
+def load_onnx_encoder(settings: Settings) -> OnnxQueryEncoder:
+    """The cached export for TWIN_EMBEDDING_MODEL, exporting it first when there is none."""
+    return OnnxQueryEncoder(exported_model(settings.embedding_model, settings.onnx_cache_dir))
 
 
 def query_encoder(settings: Settings) -> Encoder:

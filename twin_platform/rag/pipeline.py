@@ -149,18 +149,19 @@ class RagPipeline:
         max_tokens: int | None = None,
         history: Messages | None = None,
         retrieve: bool = True,
+        base_model: bool = False,
     ) -> Answering:
-        """Retrieval (unless off), the author's model leased, then the retrieved passages that fit
-        its context beside the prompt and the answer, in the training format; earlier chat turns
-        go before the query. The author is the request's, else the one the query names, else the
-        default author."""
+        """Retrieval (unless off), the author's model leased (the base model with `base_model`),
+        then the retrieved passages that fit its context beside the prompt and the answer, in the
+        training format; earlier chat turns go before the query. The author is the request's, else
+        the one the query names, else the default author."""
         assert self.models is not None, "generation is off"
         if retrieve:
             retrieval = self.retrieve(query, trace, author=author, category=category, k=k)
         else:
             retrieval = Retrieval(self_query.QueryFilters(author=author, category=category), [], [])
         persona = retrieval.filters.author or self.settings.rag_default_author
-        lease = self.models.acquire(persona)
+        lease = self.models.acquire(None if base_model else persona)
         try:
             context = None
             if retrieval.chunks:

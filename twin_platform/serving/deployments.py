@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from twin_platform.collection.sources import AUTHOR_NAME
 from twin_platform.fsutil import write_atomic
 
 
@@ -38,9 +39,13 @@ class DeploymentStore:
         self.folder = folder
 
     def _path(self, author: str) -> Path:
+        if not AUTHOR_NAME.match(author):  # a name from a URL never leaves the folder
+            raise ValueError(f"not an author name: {author!r}")
         return self.folder / f"{author}.json"
 
     def get(self, author: str) -> Deployment | None:
+        if not AUTHOR_NAME.match(author):
+            return None  # no author of that name can have been deployed
         path = self._path(author)
         return Deployment(**json.loads(path.read_text())) if path.is_file() else None
 

@@ -25,6 +25,7 @@ from twin_platform.llm.chat import ChatModel
 from twin_platform.llm.factory import open_chat_model
 from twin_platform.llm.local import BUNDLED_GGUF
 from twin_platform.llm.options import DEFAULT_MODEL, LOCAL_PROVIDER, LLMOptions
+from twin_platform.llm.smoke_check import check_gguf
 from twin_platform.serving.deployments import Deployment, DeploymentStore
 from twin_platform.settings import Settings
 
@@ -101,6 +102,7 @@ class ServedModels:
         self._loaded: dict[str, _Loaded] = {}  # author (or BASE) -> its loaded model
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._refused: dict[str, str] = {}  # author -> a deployment label that failed to load
 
     # What is served -------------------------------------------------------------------------------
 
@@ -197,7 +199,13 @@ class ServedModels:
     def _open(self, deployment: Deployment | None) -> _Loaded:
         if deployment is None:
             return _Loaded(open_chat_model(self.base_options(), shared=False), self.base_version())
-        model = open_chat_model(self.options(deployment), shared=False)
+        options = self.options(deployment)
+        local = options.model.removeprefix(f"{LOCAL_PROVIDER}/")
+        if local.endswith(".gguf"):  # llama.cpp aborts the process on some bad files: try it aside
+            problem = check_gguf(local, threads=options.threads)
+            if problem:
+                raise RuntimeError(f"{deployment.label} cannot be served: {problem}")
+        model = open_chat_model(options, shared=False)
         return _Loaded(model, deployment.label)
 
     def _release(self, loaded: _Loaded) -> None:
@@ -248,6 +256,31 @@ class ServedModels:
         if old is not None:
             self._retire(old, drain_s)
         return ReloadReport(author, fresh.version, old.version if old else None, load_s, smoke_s)
+
+    def refresh(self) -> list[ReloadReport]:
+        """Switch every loaded author whose deployment record changed since it was loaded (a
+        deployment or rollback by a process without an API key). A record that fails to load is
+        logged once and not retried; the old model keeps serving."""
+        with self._lock:
+            loaded = {a: m.version for a, m in self._loaded.items() if a != BASE}
+        reports = []
+        for author, version in loaded.items():
+            current = self.store.get(author)
+            if current is None or current.label in (version, self._refused.get(author)):
+                continue
+            try:
+                reports.append(self.reload(author))
+                log.info("%s: now serving %s (deployment record changed)", author, current.label)
+            except Exception as exc:
+                self._refused[author] = current.label
+                log.error(
+                    "%s: %s failed to load, still serving %s: %s",
+                    author,
+                    current.label,
+                    version,
+                    exc,
+                )
+        return reports
 
     def _retire(self, old: _Loaded, drain_s: float) -> None:
         """Close a replaced model once its last request ends (in the background, bounded)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 MIGRATIONS_PACKAGE = "twin_platform.storage.migrations"
@@ -27,6 +28,15 @@ def connect(url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         yield conn
+
+
+@contextmanager
+def reconnect(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """Another autocommit connection to `conn`'s server, as the same user (password included), for
+    work beside it: watching a long statement's progress, reading and writing in parallel."""
+    conninfo = make_conninfo(conn.info.dsn, password=conn.info.password)
+    with connect(conninfo) as other:
+        yield other
 
 
 def open_pool(

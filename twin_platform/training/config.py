@@ -206,6 +206,9 @@ def trainer_arguments(
         "train_sampling_strategy": "group_by_length" if grouped else "random",
         "bf16": on_gpu and bf16_ok,
         "fp16": False,
+        # Without a GPU, say so: under `accelerate launch` this makes the processes a gloo (CPU)
+        # group; otherwise each would train alone, unaware of the others.
+        "use_cpu": not on_gpu,
         "seed": hp.seed,
         "logging_steps": hp.logging_steps,
         "save_strategy": "steps",

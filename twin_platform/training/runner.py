@@ -9,6 +9,10 @@ Output folder of a run::
     adapter/                    the LoRA adapter (absent for full fine-tuning)
     merged/                     base + adapter merged: an HF folder transformers and the API load
     result.json                 metrics, lineage and the registered version; present = run complete
+    .lock                       held by the run's trainer (see `recovery.py`)
+
+Checkpoints are taken every `save_steps`; a rerun of the same config resumes from the newest
+complete one (`recovery.last_complete_checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,10 +32,17 @@ from twin_platform.fsutil import publishing, write_atomic
 from twin_platform.reporting import key_value_table
 from twin_platform.training.config import Hyperparameters, TrainingConfig
 from twin_platform.training.data import dataset_version, load_dataset
+from twin_platform.training.recovery import (
+    PARENT_PID_ENV,
+    exit_with,
+    last_complete_checkpoint,
+    run_lock,
+)
 from twin_platform.training.reporting import Reporter, curves_markdown, is_main_process, md
 
 TRAINING_DIR = Path(__file__).resolve().parent
 RESULT_FILE = "result.json"
+STAGED_DIR = ".weights-staging"
 TrainerFactory = Callable[..., Any]
 
 
@@ -190,10 +201,19 @@ def run(
     callbacks: Sequence[Any] = (),
 ) -> TrainingResult:
     """Train (resuming from the last checkpoint), merge, save, register; a finished run is returned as is."""
-    import torch
-    from transformers.trainer_utils import get_last_checkpoint
-
     reporter = reporter or Reporter()
+    with run_lock(Path(config.output_dir), reporter, main_process=is_main_process()):
+        return _run(config, make_trainer, reporter, callbacks)
+
+
+def _run(
+    config: TrainingConfig,
+    make_trainer: TrainerFactory,
+    reporter: Reporter,
+    callbacks: Sequence[Any],
+) -> TrainingResult:
+    import torch
+
     hp = config.hyperparameters
     out = Path(config.output_dir)
     result_file = out / RESULT_FILE
@@ -210,15 +230,17 @@ def run(
     )  # fails before the model loads
     on_gpu = torch.cuda.is_available()
     bf16_ok = on_gpu and torch.cuda.is_bf16_supported()
+    if not on_gpu and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        reporter.info("FSDP needs GPUs: on CPU accelerate runs the processes as DDP (gloo)")
     start_wandb(config)
     model, tokenizer = load_model(config, on_gpu, bf16_ok)
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    last = get_last_checkpoint(str(checkpoints))
+    last = last_complete_checkpoint(checkpoints, clean=is_main_process())
     reporter.info(
         f"{config.stage}: {len(dataset)} rows, method {hp.method}, "
         f"{'GPU bf16' if bf16_ok else 'GPU' if on_gpu else 'CPU fp32'}, "
-        + (f"resuming from {Path(last).name}" if last else "starting fresh")
+        + (f"resuming from {last.name}" if last else "starting fresh")
     )
     trainer = make_trainer(
         model=model,
@@ -233,7 +255,7 @@ def run(
     )
     started = time.perf_counter()
     try:
-        train_output = trainer.train(resume_from_checkpoint=last)
+        train_output = trainer.train(resume_from_checkpoint=str(last) if last else None)
     except Exception as exc:
         if _is_oom(exc):
             message = oom_message(hp, config.stage)
@@ -244,9 +266,10 @@ def run(
         _finish_wandb()
     elapsed = time.perf_counter() - started
 
+    staged = stage_weights(trainer, out)  # every process: FSDP gathers the shards here
     if not trainer.is_world_process_zero():
         return TrainingResult(out, out / "merged", None, {}, {})
-    adapter_dir, merged_dir = save(trainer, tokenizer, config, out)
+    adapter_dir, merged_dir = save(trainer, tokenizer, config, out, staged)
     history = list(trainer.state.log_history)
     losses = [e["loss"] for e in history if "loss" in e]
     metrics = {
@@ -260,7 +283,7 @@ def run(
         "train_loss": train_output.training_loss,
         "train_runtime_s": round(elapsed, 1),
         "tokens_seen": int(trainer.state.num_input_tokens_seen),
-        "resumed_from": Path(last).name if last else None,
+        "resumed_from": last.name if last else None,
         "device": "cuda" if on_gpu else "cpu",
     }
     lineage = {
@@ -294,17 +317,37 @@ def run(
     return result
 
 
+def stage_weights(trainer: Any, out: Path) -> Path:
+    """The trained weights (the adapter, or the whole model for full fine-tuning) in a staging
+    folder. Every process calls this: under FSDP saving gathers each process's shards into a full
+    state dict, a collective step; the main process alone writes."""
+    staged = out / STAGED_DIR
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staged, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staged))
+    trainer.accelerator.wait_for_everyone()
+    return staged
+
+
+def _move_into(source: Path, target: Path) -> None:
+    for item in source.iterdir():
+        if item.name != "training_args.bin":  # the Trainer's pickle, not part of a model folder
+            shutil.move(str(item), target / item.name)
+    shutil.rmtree(source, ignore_errors=True)
+
+
 def save(
-    trainer: Any, tokenizer: Any, config: TrainingConfig, out: Path
+    trainer: Any, tokenizer: Any, config: TrainingConfig, out: Path, staged: Path
 ) -> tuple[Path | None, Path]:
-    """Adapter as trained, and merged weights in full precision, each written then renamed into place."""
+    """Adapter as trained, and merged weights in full precision, each published by one rename."""
     import torch
     from transformers import AutoModelForCausalLM
 
     merged = out / "merged"
     if config.hyperparameters.method == "full":
         with publishing(merged, replace=True) as staging:
-            trainer.model.save_pretrained(staging)
+            _move_into(staged, staging)
             tokenizer.save_pretrained(staging)
         return None, merged
 
@@ -312,7 +355,7 @@ def save(
 
     adapter = out / "adapter"
     with publishing(adapter, replace=True) as staging:
-        trainer.model.save_pretrained(staging)
+        _move_into(staged, staging)
     # Reload the base unquantized (QLoRA trains on 4-bit weights, but merges into real ones).
     dtype = (
         torch.bfloat16
@@ -399,6 +442,8 @@ def main(stage: str, make_trainer: TrainerFactory, argv: Sequence[str] | None = 
         "--config", type=Path, help="TrainingConfig as JSON or YAML (optional under Dagster Pipes)."
     )
     args = parser.parse_args(argv)
+    if os.environ.get(PARENT_PID_ENV):
+        exit_with(int(os.environ[PARENT_PID_ENV]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with open_reporter() as reporter:
         if args.config:

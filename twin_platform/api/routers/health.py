@@ -1,31 +1,42 @@
-"""Liveness (`/health`: the process answers) and readiness (`/ready`: it can serve requests)."""
+"""Liveness (`/health`: the process answers) and readiness (`/ready`: it can serve requests).
+
+Neither runs in the thread pool that requests use: requests waiting for a busy model can fill that
+pool, and a probe that waits behind them makes a healthy server look dead. `/health` runs on the
+event loop; `/ready`'s database check runs on threads of its own.
+"""
 
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from twin_platform.api.deps import ServingDep
+from twin_platform.api.deps import Serving, ServingDep
 from twin_platform.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
+_PROBE_THREADS = anyio.CapacityLimiter(4)
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
+async def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
-def ready(serving: ServingDep) -> JSONResponse:
-    """Ready when the database answers and the default model loaded; not ready while it is loading,
-    and not ready, with the reason, when it failed to load."""
+def _database_answers(serving: Serving) -> bool:
     try:
         with serving.pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
-        database = True
+        return True
     except Exception:
-        database = False
+        return False
+
+
+@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+async def ready(serving: ServingDep) -> JSONResponse:
+    """Ready when the database answers and the default model loaded; not ready while it is loading,
+    and not ready, with the reason, when it failed to load."""
+    database = await anyio.to_thread.run_sync(_database_answers, serving, limiter=_PROBE_THREADS)
     author = serving.settings.rag_default_author
     loaded = serving.models.is_loaded(author)
     ok = database and loaded and serving.load_error is None

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import StreamingResponse
 
 from twin_platform.api.deps import KeyDep, Serving, ServingDep, check_limits
+from twin_platform.api.prompt_fit import prepare
 from twin_platform.api.routers.rag import ERRORS
 from twin_platform.api.schemas import (
     ChatCompletion,
@@ -28,11 +29,12 @@ from twin_platform.api.schemas import (
     Source,
     Usage,
 )
+from twin_platform.api.streaming import BoundedStreamingResponse, check_deadline
 from twin_platform.api.tracing import finish_stream, record_error, traced
 from twin_platform.monitoring import Trace
 from twin_platform.rag.generation import Messages
 from twin_platform.rag.pipeline import Answering
-from twin_platform.serving.models import UnknownModel
+from twin_platform.serving.models import BASE, UnknownModel
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 STARTED = int(time.time())
@@ -52,11 +54,15 @@ def list_models(serving: ServingDep, key: KeyDep) -> ModelList:
 @router.post(
     "/chat/completions",
     response_model=ChatCompletion,
-    responses=ERRORS | {404: {"model": ErrorResponse}, 200: {"content": {"text/event-stream": {}}}},
+    responses=ERRORS
+    | {
+        404: {"model": ErrorResponse, "description": "No such model."},
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream"},
+    },
 )
 def chat_completions(
     body: ChatCompletionRequest, serving: ServingDep, key: KeyDep
-) -> ChatCompletion | StreamingResponse:
+) -> ChatCompletion | BoundedStreamingResponse:
     """A chat completion from the twin `model` names (`twin-<author>`: that author's twin, retrieval
     filtered to their writing), with retrieval on the last user message."""
     try:
@@ -84,14 +90,17 @@ def chat_completions(
             max_tokens=max_tokens,
             history=history,
             retrieve=body.rag and bool(query.strip()),
+            base_model=body.model == BASE,  # `author` then filters retrieval only
         )
+        prepare(answering, trace, max_tokens, serving.settings)
         if body.stream:  # the stream closes `answering` and submits the trace when it ends
             deltas = pipeline.stream(
                 answering, trace, max_tokens=max_tokens, temperature=body.temperature
             )
-            return StreamingResponse(
-                _chunks(serving, trace, completion_id, body.model, answering, deltas, started),
-                media_type="text/event-stream",
+            limit_s = serving.settings.serve_generation_timeout_s
+            stream = _Stream(serving, trace, completion_id, body.model, started, limit_s)
+            return BoundedStreamingResponse(
+                stream.chunks(answering, deltas), limit_s, media_type="text/event-stream"
             )
         with answering:
             answer = pipeline.generate(
@@ -125,25 +134,38 @@ def _chunk(completion_id: str, model: str, delta: dict[str, str], finish: str | 
     return f"data: {json.dumps(payload)}\n\n"
 
 
-def _chunks(
-    serving: Serving,
-    trace: Trace,
-    completion_id: str,
-    model: str,
-    answering: Answering,
-    deltas: Iterator[str],
-    started: float,
-) -> Iterator[str]:
-    try:
-        yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
-        for delta in deltas:
-            yield _chunk(completion_id, model, {"content": delta})
-        yield _chunk(completion_id, model, {}, finish="stop")
-    except Exception as exc:
-        record_error(trace, exc)
-        error = {"error": {"message": "generation failed", "type": "server_error", "code": 500}}
-        yield f"data: {json.dumps(error)}\n\n"
-    finally:
-        answering.close()
-        yield "data: [DONE]\n\n"
-        finish_stream(serving, trace, started)
+@dataclass(frozen=True)
+class _Stream:
+    """What a streamed completion's chunks carry besides the deltas."""
+
+    serving: Serving
+    trace: Trace
+    completion_id: str
+    model: str
+    started: float
+    limit_s: float
+
+    def chunks(self, answering: Answering, deltas: Iterator[str]) -> Iterator[str]:
+        """OpenAI's chunks, then `[DONE]`. Closed early (the client left, the response's time
+        limit), it still ends the generation, releases the model and submits the trace."""
+        deadline = time.monotonic() + self.limit_s
+        tail = [_chunk(self.completion_id, self.model, {}, finish="stop")]
+        try:
+            yield _chunk(self.completion_id, self.model, {"role": "assistant", "content": ""})
+            for delta in deltas:
+                check_deadline(deadline, self.limit_s)
+                yield _chunk(self.completion_id, self.model, {"content": delta})
+        except Exception as exc:
+            record_error(self.trace, exc)
+            timed_out = isinstance(exc, TimeoutError)
+            error = {
+                "message": str(exc) if timed_out else "generation failed",
+                "type": "timeout" if timed_out else "server_error",
+                "code": 504 if timed_out else 500,
+            }
+            tail = [f"data: {json.dumps({'error': error})}\n\n"]
+        finally:
+            deltas.close()  # type: ignore[attr-defined]  # ends the generation: the model is free
+            answering.close()
+            finish_stream(self.serving, self.trace, self.started)
+        yield from [*tail, "data: [DONE]\n\n"]

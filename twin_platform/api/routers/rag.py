@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterator
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
 
-from twin_platform.api.deps import KeyDep, ServingDep, check_limits
+from twin_platform.api.deps import KeyDep, Serving, ServingDep, check_limits
+from twin_platform.api.prompt_fit import prepare
 from twin_platform.api.schemas import (
     ErrorResponse,
     Filters,
@@ -20,6 +20,7 @@ from twin_platform.api.schemas import (
     Source,
     Usage,
 )
+from twin_platform.api.streaming import BoundedStreamingResponse, check_deadline
 from twin_platform.api.tracing import finish_stream, record_error, traced
 from twin_platform.monitoring import Trace
 from twin_platform.rag.pipeline import Answering, Retrieval
@@ -27,10 +28,11 @@ from twin_platform.rag.pipeline import Answering, Retrieval
 router = APIRouter(tags=["rag"])
 
 ERRORS = {
-    401: {"model": ErrorResponse},
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-    429: {"model": ErrorResponse},
+    400: {"model": ErrorResponse, "description": "The body is not JSON."},
+    401: {"model": ErrorResponse, "description": "Missing or invalid API key."},
+    413: {"model": ErrorResponse, "description": "Body over TWIN_API_MAX_BODY_BYTES."},
+    422: {"model": ErrorResponse, "description": "Invalid request."},
+    429: {"model": ErrorResponse, "description": "Over the key's rate limit; see Retry-After."},
 }
 
 
@@ -63,7 +65,9 @@ def retrieve(body: RetrieveRequest, serving: ServingDep, key: KeyDep) -> Retriev
     responses=ERRORS
     | {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream"}},
 )
-def rag(body: RagRequest, serving: ServingDep, key: KeyDep) -> RagResponse | StreamingResponse:
+def rag(
+    body: RagRequest, serving: ServingDep, key: KeyDep
+) -> RagResponse | BoundedStreamingResponse:
     """Answer in the author's voice from their retrieved writing, with sources and a trace id.
 
     The author's deployed twin answers (the request's author, else the one the query names).
@@ -93,13 +97,16 @@ def rag(body: RagRequest, serving: ServingDep, key: KeyDep) -> RagResponse | Str
             max_tokens=body.max_tokens,
             history=[turn.model_dump() for turn in body.history],
         )
+        prepare(answering, trace, body.max_tokens, serving.settings)
         if body.stream:  # the stream closes `answering` and submits the trace when it ends
             deltas = pipeline.stream(
                 answering, trace, max_tokens=body.max_tokens, temperature=body.temperature
             )
             head = _retrieve_response(trace, answering.retrieval).model_dump(mode="json")
-            return StreamingResponse(
-                _events(serving, trace, head, answering, deltas, started),
+            limit_s = serving.settings.serve_generation_timeout_s
+            return BoundedStreamingResponse(
+                _events(serving, trace, head, answering, deltas, started, limit_s),
+                limit_s,
                 media_type="text/event-stream",
             )
         with answering:
@@ -126,32 +133,32 @@ def _sse(payload: dict[str, object]) -> str:
 
 
 def _events(
-    serving: ServingDep,
+    serving: Serving,
     trace: Trace,
     head: dict[str, object],
     answering: Answering,
     deltas: Iterator[str],
     started: float,
+    limit_s: float,
 ) -> Iterator[str]:
+    """Sources, deltas, then done (or error). Closed early (the client left, the response's time
+    limit), it still ends the generation, releases the model and submits the trace."""
+    deadline = time.monotonic() + limit_s
     try:
         yield _sse({"type": "sources", **head})
         for delta in deltas:
+            check_deadline(deadline, limit_s)
             yield _sse({"type": "delta", "text": delta})
         cited = [answering.sources[n - 1] for n in answering.citations.cited]
-        yield _sse(
-            {
-                "type": "done",
-                "trace_id": str(trace.trace_id),
-                "latencies_ms": trace.latencies_ms,
-                "model": answering.lease.version,
-                "cited": cited,
-            }
-        )
+        final = {"type": "done", "trace_id": str(trace.trace_id), "cited": cited}
     except Exception as exc:  # the status line is sent already: report in-band, record in the trace
         record_error(trace, exc)
-        yield _sse(
-            {"type": "error", "message": "generation failed", "trace_id": str(trace.trace_id)}
-        )
+        message = str(exc) if isinstance(exc, TimeoutError) else "generation failed"
+        final = {"type": "error", "message": message, "trace_id": str(trace.trace_id)}
     finally:
+        deltas.close()  # type: ignore[attr-defined]  # ends the generation: the model is free
         answering.close()
-        finish_stream(serving, trace, started)
+        finish_stream(serving, trace, started)  # before `done`: feedback may follow at once
+    if final["type"] == "done":
+        final |= {"latencies_ms": trace.latencies_ms, "model": answering.lease.version}
+    yield _sse(final)

@@ -1,8 +1,9 @@
 """Code repositories: a shallow `git clone`, then the author's own text files as one Markdown document.
 
-Kept: source, docs and config a person wrote. Skipped (and counted by reason): `.git`, binaries
-(by extension or a NUL byte), vendored and generated folders, lock files, minified files, files
-over `repo_max_file_bytes`, and anything past `repo_max_total_bytes`.
+Kept: source, docs and config a person wrote. Skipped (and counted by reason): `.git`, files that
+hold secrets (`.env*`, private keys, credentials; never collected, so never indexed or served),
+binaries (by extension or a NUL byte), vendored and generated folders, lock files, minified files,
+files over `repo_max_file_bytes`, and anything past `repo_max_total_bytes`.
 """
 
 from __future__ import annotations
@@ -127,6 +128,49 @@ BINARY_SUFFIXES = frozenset(
         ".pptx",
     ]
 )
+# Files whose purpose is to hold credentials: by exact name, name prefix, or suffix (lower case).
+SECRET_NAMES = frozenset(
+    [
+        ".netrc",
+        ".npmrc",
+        ".pypirc",
+        ".pgpass",
+        ".htpasswd",
+        ".git-credentials",
+        ".dockercfg",
+        "credentials",
+        "credentials.json",
+        "client_secret.json",
+        "secrets.json",
+        "secrets.yaml",
+        "secrets.yml",
+        "secrets.toml",
+        "secrets.env",
+    ]
+)
+SECRET_PREFIXES = (
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "service-account",
+    "client_secret_",
+)
+SECRET_SUFFIXES = (
+    ".pem",
+    ".key",
+    ".p12",
+    ".pfx",
+    ".jks",
+    ".keystore",
+    ".kdbx",
+    ".ppk",
+    ".tfstate",
+    ".tfstate.backup",
+    ".tfvars",
+    "-credentials.json",
+    "_credentials.json",
+)
 LANGUAGES = {
     ".py": "python",
     ".md": "markdown",
@@ -150,7 +194,10 @@ CLONE_TIMEOUT_S = 300
 GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
     "GIT_ASKPASS": "true",
+    # No system or user gitconfig: its insteadOf rewrites, proxies and credential helpers would
+    # send a clone somewhere other than the address the SSRF guard checked, or with credentials.
     "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
     "LC_ALL": "C",
 }
 
@@ -166,6 +213,8 @@ def skip_reason(relative: Path, head: bytes) -> str | None:
     if any(part in SKIP_DIRS for part in relative.parts[:-1]):
         return "vendored or generated"
     name = relative.name.lower()
+    if is_secret_file(name):
+        return "secrets"
     if name in LOCK_FILES or name.endswith(".lock"):
         return "lock file"
     if relative.suffix.lower() in BINARY_SUFFIXES or b"\x00" in head:
@@ -173,6 +222,17 @@ def skip_reason(relative: Path, head: bytes) -> str | None:
     if re.search(r"\.min\.(js|css)$", name):
         return "minified"
     return None
+
+
+def is_secret_file(name: str) -> bool:
+    """`.env`, `.env.local`, private keys, credentials: the lower-case file name says so."""
+    return (
+        name == ".env"
+        or name.startswith(".env.")
+        or name in SECRET_NAMES
+        or name.startswith(SECRET_PREFIXES)
+        or name.endswith(SECRET_SUFFIXES)
+    )
 
 
 def repository_document(
@@ -297,14 +357,29 @@ def git_repository_for_folder(folder: Path, cache_dir: Path) -> Path:
     return target
 
 
-def clone_and_read(source: str, author: str, url: str, limits: RepoLimits) -> Repository:
-    """Shallow-clone `source` (an https URL or a local repository) and build its document."""
+def pin_address(remote: str, address: str) -> list[str]:
+    """git options that connect to `address` for the remote's host: git resolves the name again
+    after the SSRF guard did, and a DNS answer that changed in between must not count."""
+    parts = urlsplit(remote)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    ip = f"[{address}]" if ":" in address else address
+    return ["-c", f"http.curloptResolve={host}:{port}:{ip}"]
+
+
+def clone_and_read(
+    source: str, author: str, url: str, limits: RepoLimits, address: str | None = None
+) -> Repository:
+    """Shallow-clone `source` (an https URL or a local repository) and build its document; with
+    `address` (the one the SSRF guard checked), git connects there and nowhere else."""
     with tempfile.TemporaryDirectory(prefix="twin-clone-") as tmp:
         checkout = Path(tmp) / "repo"
         remote = source if "://" in source else Path(source).resolve().as_uri()
+        pinned = pin_address(remote, address) if address and "://" in source else []
         try:
             _git(
                 [
+                    *pinned,
                     "clone",
                     "--depth",
                     "1",
@@ -343,10 +418,12 @@ class GitHubCrawler:
     async def crawl(self, url: str, author: str, client: SafeClient) -> Collected:
         try:
             remote = normalise_remote(url)
-            await asyncio.to_thread(
+            addresses = await asyncio.to_thread(
                 check_address, urlsplit(remote).hostname or "", client.policy.allow_networks
             )
-            document = await asyncio.to_thread(clone_and_read, remote, author, remote, self.limits)
+            document = await asyncio.to_thread(
+                clone_and_read, remote, author, remote, self.limits, addresses[0]
+            )
         except FetchError as exc:
             return Collected(failures=[Failure(url, exc.reason)])
         except Exception as exc:  # a checkout that cannot be read costs only this repository

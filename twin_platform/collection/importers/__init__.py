@@ -2,15 +2,16 @@
 
 `import_export(path, author)` opens a zip or folder, recognises its kind by its layout and returns
 the documents plus per-file failures. A new export kind is one module with an `IMPORTER` and one
-line in `IMPORTERS`.
+line in `IMPORTERS`. An export that yields no document is a failure that says what it found and
+skipped, never a silent success.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from twin_platform.collection.collected import Collected
-from twin_platform.collection.importers import folder, linkedin, medium, substack, x
+from twin_platform.collection.collected import Collected, Failure
+from twin_platform.collection.importers import folder, linkedin, medium, reference, substack, x
 from twin_platform.collection.importers.archive import ExportError, open_export
 from twin_platform.collection.importers.base import Importer, ImportOptions
 
@@ -20,6 +21,7 @@ IMPORTERS: tuple[Importer, ...] = (
     linkedin.IMPORTER,
     substack.IMPORTER,
     medium.IMPORTER,
+    reference.IMPORTER,
     folder.IMPORTER,
 )
 EXPORT_KINDS = tuple(importer.kind for importer in IMPORTERS)
@@ -48,5 +50,21 @@ def import_export(
         for importer in candidates:
             found = importer.detect(root)
             if found is not None:
-                return importer.read(found, author, options)
+                return _nothing_is_a_failure(
+                    path, importer.kind, importer.read(found, author, options)
+                )
         raise ExportError(f"{path}: not a {kind} export (its files are not where {kind} puts them)")
+
+
+def _nothing_is_a_failure(path: Path, kind: str, result: Collected, listed: int = 10) -> Collected:
+    """A source that yields nothing fails, naming what it skipped and why, so that a wrong folder
+    or an unknown export format is never reported as `0 documents, 0 failed`."""
+    if result.documents or result.failures:
+        return result
+    skipped = "; ".join(f"{Path(s.location).name} ({s.reason})" for s in result.skipped[:listed])
+    more = f"; and {len(result.skipped) - listed} more" if len(result.skipped) > listed else ""
+    reason = f"no documents found (read as a {kind} export)" + (
+        f"; skipped {len(result.skipped)}: {skipped}{more}" if result.skipped else "; it is empty"
+    )
+    result.failures.append(Failure(str(path), reason))
+    return result

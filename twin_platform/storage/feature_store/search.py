@@ -6,6 +6,7 @@ and, where the query vector is known, `similarity`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,9 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from twin_platform.storage.feature_store import hnsw
 from twin_platform.storage.feature_store.records import Chunk
+from twin_platform.storage.feature_store.writes import embedding_dimension
 
 _HIT_COLUMNS = "chunk_id, document_id, author, category, source_url, content"
 # HNSW search settings: ef_search (candidate list size; recall against speed) and the iterative scan
@@ -24,9 +27,30 @@ HNSW_SETTINGS_SQL = (
 )
 
 
+# The ORDER BY of each connection's searches: the expression the HNSW index is built on.
+_ORDER_BY: weakref.WeakKeyDictionary[psycopg.Connection, sql.Composable] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def configure_search(conn: psycopg.Connection, ef_search: int) -> None:
     """Set the HNSW settings for the connection's life (a serving pool does it once per connection)."""
     conn.execute(HNSW_SETTINGS_SQL.format(local="false"), (str(ef_search),))
+    _ORDER_BY.pop(conn, None)  # read the index again
+
+
+def _order_by(conn: psycopg.Connection) -> sql.Composable:
+    """`embedding <=> q`, or `(embedding::halfvec(d)) <=> q::halfvec` under a halfvec index
+    (TWIN_HNSW_STORAGE): a search uses the index only if it orders by the indexed expression.
+    Read once per connection once an index exists (`configure_search` forgets it)."""
+    order = _ORDER_BY.get(conn)
+    if order is None:
+        storage = hnsw.indexed_storage(conn)
+        key = hnsw.HnswSpec(storage=storage or "vector").key_sql(embedding_dimension(conn))
+        order = sql.SQL(f"{key} <=> %s" if storage != "halfvec" else f"{key} <=> %s::halfvec")
+        if storage is not None:  # no index yet (a bulk load): look again next time
+            _ORDER_BY[conn] = order
+    return order
 
 
 def authors(conn: psycopg.Connection) -> list[str]:
@@ -78,8 +102,8 @@ def vector_search(
     where, params = _filters(author, categories)
     query = sql.SQL(
         "SELECT {cols}, 1 - (embedding <=> %s) AS score FROM embedded_chunks {where}"
-        " ORDER BY embedding <=> %s LIMIT %s"
-    ).format(cols=sql.SQL(_HIT_COLUMNS), where=where)
+        " ORDER BY {order} LIMIT %s"
+    ).format(cols=sql.SQL(_HIT_COLUMNS), where=where, order=_order_by(conn))
     vector = np.asarray(embedding, dtype=np.float32)
     if ef_search is None:
         rows = conn.execute(query, [vector, *params, vector, k]).fetchall()

@@ -197,27 +197,43 @@ def prune_embeddings(conn: psycopg.Connection, author: str, model: str) -> tuple
     return deleted, updated
 
 
-def missing_embeddings(conn: psycopg.Connection, author: str) -> list[str]:
-    """Ids of the author's chunks without a vector, shortest first (batches of similar length pad
-    less), then by id. Ids only: the contents are read a batch at a time."""
-    rows = conn.execute(
-        "SELECT c.chunk_id FROM chunks c WHERE c.author = %s"
-        " AND NOT EXISTS (SELECT 1 FROM embedded_chunks e WHERE e.chunk_id = c.chunk_id)"
-        " ORDER BY c.token_count, c.chunk_id",
-        (author,),
-    ).fetchall()
-    return [chunk_id for (chunk_id,) in rows]
+_MISSING = (
+    "FROM chunks c WHERE c.author = %s"
+    " AND NOT EXISTS (SELECT 1 FROM embedded_chunks e WHERE e.chunk_id = c.chunk_id)"
+)
+# Where a listing of missing chunks starts: before every (token_count, chunk_id).
+FIRST_KEY = (-1, "")
 
 
-def load_chunks(conn: psycopg.Connection, chunk_ids: Sequence[str]) -> list[Chunk]:
-    """These chunks, in the order of `chunk_ids` (ids no longer stored are left out)."""
+def count_missing_embeddings(conn: psycopg.Connection, author: str) -> int:
+    row = conn.execute(f"SELECT count(*) {_MISSING}", (author,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def next_missing_chunks(
+    conn: psycopg.Connection, author: str, after: tuple[int, str], limit: int
+) -> list[Chunk]:
+    """The next `limit` of the author's chunks without a vector after the key (token_count,
+    chunk_id) `after`, in that order: shortest first, so that batches of similar length pad less.
+
+    A keyset page (index chunks_author_length, migration 0006): each page costs the same whatever
+    the corpus size, and nothing is held between pages, so 1M chunks stream in constant memory.
+    """
     cursor = conn.cursor(row_factory=dict_row)
     rows = cursor.execute(
-        f"SELECT {', '.join(CHUNK_COLUMNS)} FROM chunks WHERE chunk_id = ANY(%s)",
-        (list(chunk_ids),),
+        f"SELECT {', '.join(CHUNK_COLUMNS)} {_MISSING} AND (c.token_count, c.chunk_id) > (%s, %s)"
+        " ORDER BY c.token_count, c.chunk_id LIMIT %s",
+        (author, *after, limit),
     ).fetchall()
-    by_id = {row["chunk_id"]: Chunk(**row) for row in rows}
-    return [by_id[chunk_id] for chunk_id in chunk_ids if chunk_id in by_id]
+    return [Chunk(**row) for row in rows]
+
+
+def stored_embeddings(conn: psycopg.Connection, at_most: int) -> int:
+    """Rows of embedded_chunks, counted up to `at_most` (enough to compare with a threshold)."""
+    row = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM embedded_chunks LIMIT %s) AS rows", (at_most,)
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def insert_embeddings(

@@ -1,0 +1,52 @@
+"""The feature pipeline's ONNX Runtime path embeds real chunks like the torch model does."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twin_platform.features import pipeline
+from twin_platform.features import query_encoder as qe
+from twin_platform.features.embedding import load_embedder, load_pipeline_embedder
+from twin_platform.settings import load_settings
+from twin_platform.storage import warehouse
+from twin_platform.storage.postgres import connect
+
+MIN_COSINE = 0.999  # per chunk; an int8 graph measured 0.94 and would fail
+
+
+def test_pipeline_vectors_from_onnx_match_torch_per_chunk(
+    sample_author: str, mongodb_url: str, postgres_url: str
+) -> None:
+    """The sample corpus (data/sample) through the three stages, embedded afresh by the default
+    (auto) backend: ONNX Runtime on CPU; every chunk's vector against the torch model's."""
+    settings = load_settings()
+    db = warehouse.connect(mongodb_url, settings.mongodb_database)
+    embedder = load_pipeline_embedder(settings.embedding_model, settings.onnx_cache_dir)
+    with connect(postgres_url) as conn:
+        pipeline.sync_cleaned_documents(db, conn, sample_author)
+        pipeline.sync_chunks(conn, sample_author, pipeline.build_chunker(settings.embedding_model))
+        conn.execute("DELETE FROM embedded_chunks WHERE author = %s", (sample_author,))
+        report = pipeline.sync_embeddings(conn, sample_author, embedder)
+        rows = conn.execute(
+            "SELECT content, embedding FROM embedded_chunks WHERE author = %s ORDER BY chunk_id",
+            (sample_author,),
+        ).fetchall()
+    assert (report.backend, report.device) == ("onnx", "cpu")
+    assert len(rows) == report.embedded > 100
+    stored = np.stack([embedding.to_numpy() for _, embedding in rows])
+    torch_vectors = load_embedder(settings.embedding_model, "cpu").encode([c for c, _ in rows])
+    cosine = (stored * torch_vectors).sum(axis=1)
+    assert cosine.min() >= MIN_COSINE, f"{(cosine < MIN_COSINE).sum()} chunks below {MIN_COSINE}"
+
+
+def test_the_bulk_encoder_reuses_the_query_encoders_export() -> None:
+    settings = load_settings()
+    serving = qe.load_onnx_encoder(settings)
+    bulk = load_pipeline_embedder(settings.embedding_model, settings.onnx_cache_dir, "cpu")
+    assert bulk.backend == "onnx" and bulk.dimension == 384
+    assert [p.name for p in settings.onnx_cache_dir.iterdir()] == [
+        qe.exported_model(settings.embedding_model, settings.onnx_cache_dir).name
+    ]
+    texts = ["Ship the boring thing first.", "pgvector HNSW at a million chunks"]
+    assert np.allclose(bulk.encode(texts), serving(texts), atol=1e-6)
+    assert bulk.encode([]).shape == (0, 384)
