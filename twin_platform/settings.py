@@ -224,7 +224,10 @@ class Settings(BaseSettings):
         description="bi-encoder, lexical, or cross-encoder:<model id or path>.",
     )
     rag_context_tokens: int = Field(
-        default=1024, ge=64, description="Token budget of retrieved context."
+        default=512,
+        ge=64,
+        description="Token budget of retrieved context: prefill time grows with it"
+        " (benchmarks/results/serving_cpu.md).",
     )
     gen_max_tokens: int = Field(
         default=256, ge=1, description="Default max new tokens of an answer."
@@ -265,7 +268,8 @@ class Settings(BaseSettings):
     llm_threads: int = Field(
         default=1,
         ge=1,
-        description="CPU threads of the local llama.cpp model (1 is fastest on busy cores).",
+        description="CPU threads of the local llama.cpp model. 2 threads decode 1.7x faster on"
+        " 2 idle cores but 20x slower when another process takes a core (serving_cpu.md).",
     )
     llm_concurrency: int = Field(default=2, ge=1, description="LLM calls in flight at once.")
     llm_batching: Literal["auto", "on", "off"] = Field(

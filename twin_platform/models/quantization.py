@@ -10,7 +10,6 @@ unquantized model was scored on, and timed for prefill and decode.
 
 from __future__ import annotations
 
-import logging
 import math
 import subprocess
 import sys
@@ -50,16 +49,25 @@ def convert_to_gguf(model_dir: Path, out: Path, timeout_s: float = 1800) -> Path
     return out
 
 
-def quantize(source: Path, out: Path, kind: Quantization, threads: int = 2) -> Path:
-    import llama_cpp
+# Run in a child process, like the converter: llama.cpp prints a line per tensor it quantizes on the
+# process's own stderr, and its failures can abort the process.
+_QUANTIZE = """
+import sys, llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + sys.argv[3])
+params.nthread = int(sys.argv[4])
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), params))
+"""
 
-    # llama.cpp logs every tensor it quantizes unless its Python logger says otherwise.
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{kind}")
-    params.nthread = threads
-    if llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params) != 0:
-        raise QuantizationError(f"llama.cpp could not quantize {source.name} to {kind}")
+
+def quantize(
+    source: Path, out: Path, kind: Quantization, threads: int = 2, timeout_s: float = 1800
+) -> Path:
+    command = [sys.executable, "-c", _QUANTIZE, str(source), str(out), kind, str(threads)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    if result.returncode != 0 or not out.is_file():
+        tail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise QuantizationError(f"llama.cpp could not quantize {source.name} to {kind}: {tail}")
     return out
 
 
