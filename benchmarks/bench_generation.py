@@ -122,12 +122,9 @@ def cpu_bench(requests: int, concurrency: int, max_tokens: int) -> list[str]:
 def smollm2_tokenizer(folder: Path) -> Path:
     """SmolLM2's tokenizer and chat template as a small folder (3.5 MB) that travels to the GPU machine."""
     if not (folder / "tokenizer.json").is_file():
-        from transformers import AutoTokenizer
+        from twin_platform.models.base_model import bundled_tokenizer_folder
 
-        from twin_platform.llm.local import bundled_gguf_path
-
-        gguf = bundled_gguf_path()
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+        bundled_tokenizer_folder(folder)
     return folder
 
 
