@@ -289,7 +289,7 @@ def run_pipeline(
 def throughput(args: argparse.Namespace) -> list[str]:
     from twin_platform.features import pipeline
     from twin_platform.features.cleaning import clean
-    from twin_platform.features.embedding import load_pipeline_embedder
+    from twin_platform.features.encoders import load_pipeline_embedder
     from twin_platform.settings import load_settings
     from twin_platform.storage.postgres import connect
 
@@ -485,7 +485,7 @@ class PeakRss:
 
 def bulk(args: argparse.Namespace) -> list[str]:
     from twin_platform.features import pipeline
-    from twin_platform.features.embedding import load_pipeline_embedder
+    from twin_platform.features.encoders import load_pipeline_embedder
     from twin_platform.settings import load_settings
     from twin_platform.storage.postgres import connect
 

@@ -121,7 +121,7 @@ class EmbeddingModelResource(dg.ConfigurableResource):
     def load_for_pipeline(self) -> TextEmbedder:
         """The feature pipeline's bulk encoder (TWIN_EMBEDDING_BACKEND): ONNX Runtime on CPU, torch
         on a GPU (TWIN_EMBEDDING_CUDA_BATCH_SIZE, TWIN_EMBEDDING_CUDA_DTYPE); loaded once a process."""
-        from twin_platform.features.embedding import load_pipeline_embedder
+        from twin_platform.features.encoders import load_pipeline_embedder
 
         settings = load_settings()
         return load_pipeline_embedder(

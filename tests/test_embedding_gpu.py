@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twin_platform.features.embedding import (
-    GpuEmbedder,
-    load_embedder,
-    load_gpu_embedder,
-    load_pipeline_embedder,
-)
+from twin_platform.features.embedding import GpuEmbedder, load_embedder, load_gpu_embedder
+from twin_platform.features.encoders import load_pipeline_embedder
 from twin_platform.settings import load_settings
 
 TEXTS = [

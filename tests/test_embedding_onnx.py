@@ -6,7 +6,8 @@ import numpy as np
 
 from twin_platform.features import pipeline
 from twin_platform.features import query_encoder as qe
-from twin_platform.features.embedding import load_embedder, load_pipeline_embedder
+from twin_platform.features.embedding import load_embedder
+from twin_platform.features.encoders import load_pipeline_embedder
 from twin_platform.settings import load_settings
 from twin_platform.storage import warehouse
 from twin_platform.storage.postgres import connect

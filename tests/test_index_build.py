@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from twin_platform.features import pipeline
-from twin_platform.features.embedding import TextEmbedder, load_pipeline_embedder
+from twin_platform.features.embedding import TextEmbedder
+from twin_platform.features.encoders import load_pipeline_embedder
 from twin_platform.servers.postgres import index_build_budget
 from twin_platform.settings import load_settings
 from twin_platform.storage.feature_store import hnsw, search, writes

@@ -9,11 +9,8 @@ import numpy as np
 import pytest
 
 from twin_platform.features import query_encoder as qe
-from twin_platform.features.embedding import (
-    load_embedder,
-    load_pipeline_embedder,
-    resolve_model_path,
-)
+from twin_platform.features.embedding import load_embedder, resolve_model_path
+from twin_platform.features.encoders import load_pipeline_embedder
 from twin_platform.features.query_encoder import BatchedEncoder
 from twin_platform.settings import load_settings
 

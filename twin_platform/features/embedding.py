@@ -12,7 +12,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
-    from twin_platform.features.query_encoder import OnnxQueryEncoder
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +166,29 @@ class GpuEmbedder(Embedder):
             return torch.cat(pooled).cpu().numpy().astype(np.float32)
 
 
+class ExportError(RuntimeError):
+    """The model's pipeline cannot be reproduced by the exported graph (or the export failed)."""
+
+
+def pooling_of(model: Any) -> tuple[str, bool]:
+    """(`mean` or `cls`, normalise?) for a Transformer -> Pooling [-> Normalize] pipeline, else raise."""
+    names = [type(module).__name__ for module in model]
+    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise ExportError(f"unsupported sentence-transformers pipeline: {names}")
+    mode = getattr(model[1], "pooling_mode", None)
+    if mode not in ("mean", "cls") or not getattr(model[1], "include_prompt", True):
+        raise ExportError(f"unsupported pooling: {mode}")
+    return mode, len(names) == 3
+
+
 def load_gpu_embedder(name: str, device: str, batch_size: int, dtype: str) -> TextEmbedder:
     """`GpuEmbedder` for a Transformer -> Pooling (mean, CLS) [-> Normalize] model, else the plain
     torch `Embedder` (other pipelines run through sentence-transformers' own `encode`)."""
     from tokenizers import Tokenizer
 
-    from twin_platform.features.query_encoder import ExportError, _pooling_of
-
     embedder = load_embedder(name, device, batch_size, dtype)
     try:
-        pooling, normalize = _pooling_of(embedder.model)
+        pooling, normalize = pooling_of(embedder.model)
     except ExportError:
         return embedder
     hf = embedder.model[0].tokenizer
@@ -186,75 +198,9 @@ def load_gpu_embedder(name: str, device: str, batch_size: int, dtype: str) -> Te
     return GpuEmbedder(name, embedder.model, batch_size, tokenizer, pooling, normalize)
 
 
-@dataclass(frozen=True)
-class OnnxEmbedder:
-    """The model on ONNX Runtime (CPU), from the serving encoder's export, checked against torch.
-
-    Its worker threads (one per core, one ONNX Runtime thread each, the GIL released while they
-    compute) take waiting texts of similar length together, so batches barely pad.
-    """
-
-    name: str
-    encoder: OnnxQueryEncoder
-    dimension: int
-    max_tokens: int
-    backend: ClassVar[str] = "onnx"
-    device: ClassVar[str] = "cpu"
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-norm float32 vectors, one row per text."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return self.encoder(texts)
-
-
-@functools.cache
-def load_onnx_embedder(name: str, cache_dir: Path) -> OnnxEmbedder:
-    """The cached export of `name` under `cache_dir` (exported and checked the first time)."""
-    from twin_platform.features.query_encoder import OnnxQueryEncoder, exported_model
-
-    encoder = OnnxQueryEncoder(exported_model(name, cache_dir))
-    dimension = int(encoder(["dimension probe"]).shape[1])
-    return OnnxEmbedder(name, encoder, dimension, encoder.max_tokens)
-
-
-def load_pipeline_embedder(
-    name: str,
-    onnx_cache: Path,
-    device: str = "auto",
-    backend: str = "auto",
-    batch_size: int = 64,
-    cuda_batch_size: int = 256,
-    cuda_dtype: str = "float16",
-) -> TextEmbedder:
-    """The feature pipeline's encoder: `onnx` on CPU, `torch` elsewhere, or the one asked for.
-
-    `auto` falls back to torch, with a warning, when the model cannot be exported (a pipeline the
-    exported graph cannot reproduce). On a GPU each forward pass takes `cuda_batch_size` texts, in
-    `cuda_dtype`.
-    """
-    device = resolve_device(device)
-    choice = ("onnx" if device == "cpu" else "torch") if backend == "auto" else backend
-    if choice == "onnx":
-        if device != "cpu":
-            raise ValueError(f"the onnx embedding backend runs on CPU, not {device}: use torch")
-        from twin_platform.features.query_encoder import ExportError
-
-        try:
-            return load_onnx_embedder(name, onnx_cache)
-        except ExportError as exc:
-            if backend == "onnx":
-                raise
-            log.warning("embedding: %s; using torch", exc)
-    if device.startswith("cuda"):
-        return load_gpu_embedder(name, device, cuda_batch_size, cuda_dtype)
-    return load_embedder(name, device, batch_size)
-
-
 @functools.cache
 def load_tokenizer(name: str = DEFAULT_MODEL) -> Tokenizer:
     """The model's own fast tokenizer (the `tokenizers` library: 0.1 s, no torch), unpadded."""
-    from pathlib import Path
 
     from tokenizers import Tokenizer
 
@@ -271,7 +217,6 @@ def load_tokenizer(name: str = DEFAULT_MODEL) -> Tokenizer:
 def model_max_tokens(name: str = DEFAULT_MODEL) -> int:
     """`max_seq_length` from the model's sentence-transformers config, without loading the model."""
     import json
-    from pathlib import Path
 
     config = Path(resolve_model_path(name)) / "sentence_bert_config.json"
     if config.exists():

@@ -22,10 +22,10 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from twin_platform.features.embedding import ExportError, pooling_of
 from twin_platform.fsutil import publishing
 from twin_platform.settings import Settings
 
@@ -94,21 +94,6 @@ def default_encoder(model: str, device: str = "auto") -> Encoder:
     return load_embedder(model, device).encode
 
 
-class ExportError(RuntimeError):
-    """The model's pipeline cannot be reproduced by the exported graph (or the export failed)."""
-
-
-def _pooling_of(model: Any) -> tuple[str, bool]:
-    """(`mean` or `cls`, normalise?) for a Transformer -> Pooling [-> Normalize] pipeline, else raise."""
-    names = [type(module).__name__ for module in model]
-    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
-        raise ExportError(f"unsupported sentence-transformers pipeline: {names}")
-    mode = getattr(model[1], "pooling_mode", None)
-    if mode not in ("mean", "cls") or not getattr(model[1], "include_prompt", True):
-        raise ExportError(f"unsupported pooling: {mode}")
-    return mode, len(names) == 3
-
-
 @contextmanager
 def _quiet_loggers(*names: str) -> Iterator[None]:
     """The exporter logs its progress and optional operators (torchvision's) it skips: noise here."""
@@ -145,7 +130,7 @@ def export(model_name: str, dest: Path) -> Path:
     from twin_platform.features.embedding import load_embedder
 
     embedder = load_embedder(model_name, "cpu")
-    pooling, normalize = _pooling_of(embedder.model)
+    pooling, normalize = pooling_of(embedder.model)
     transformer = embedder.model[0]
     sample = transformer.tokenizer(PROBES[:2], padding=True, return_tensors="pt")
     inputs = [name for name in INPUTS if name in sample]
