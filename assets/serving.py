@@ -135,7 +135,7 @@ def deployed_endpoint(
         gguf=str(quantized_model.file(s.serve_quantization)),
         hf_path=str(production_model.path),
     )
-    keys = [k.strip() for k in s.api_keys.split(",") if k.strip()]
+    keys = s.api_key_list
     # A remote API this process holds no key for (docker compose's runs) watches the records.
     url = None if s.api_url and not keys else s.api_url or api_url(s)
     report = deploy(DeploymentStore(s.deployments_dir), deployment, url, keys[0] if keys else None)

@@ -39,7 +39,7 @@ def rollback(author: Annotated[str, typer.Argument(help="Author key, e.g. ada-qu
         raise ServiceError(str(exc)) from exc
     url = settings.api_url or api_url(settings)
     if url is not None:
-        keys = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
+        keys = settings.api_key_list
         try:
             reload(url, keys[0] if keys else None, author)
         except DeployError as exc:

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from twin_platform.collection.crawlers.addresses import parse_allow_network
+from twin_platform.addresses import parse_allow_network
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -480,6 +480,11 @@ class Settings(BaseSettings):
     def _valid_allow_networks(cls, value: list[str]) -> list[str]:
         """Fail at load, in one line, rather than on every URL (or silently allowing everything)."""
         return [parse_allow_network(entry) for entry in value]
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """TWIN_API_KEYS as a list (blank entries dropped)."""
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
 
     # Every path under TWIN_HOME, in one place.
 

@@ -31,7 +31,6 @@ from twin_platform.api.security import (
     RateLimiter,
     allowed_hosts,
     check_serving_safety,
-    parse_keys,
 )
 from twin_platform.settings import Settings, load_settings
 
@@ -52,7 +51,7 @@ def build_serving(settings: Settings) -> Serving:
     models = ServedModels(
         settings, DeploymentStore(settings.deployments_dir), settings.serve_max_loaded_models
     )
-    keys = KeyStore(parse_keys(settings.api_keys))
+    keys = KeyStore(settings.api_key_list)
     if keys.open:
         log.warning("TWIN_API_KEYS is not set: the API accepts requests without a key")
     return Serving(
@@ -95,7 +94,7 @@ def create_app(
     when that would expose an API without keys."""
     settings = settings or load_settings()
     bind_host = bind_host or settings.api_host
-    keys = parse_keys(settings.api_keys)
+    keys = settings.api_key_list
     check_serving_safety(keys, settings.api_allow_open, bind_host)
 
     @asynccontextmanager

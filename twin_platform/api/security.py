@@ -29,10 +29,6 @@ def key_id(key: str) -> str:
     return "k_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def parse_keys(raw: str) -> list[str]:
-    return [k.strip() for k in raw.split(",") if k.strip()]
-
-
 class UnsafeServeError(ServiceError):
     """The API would be reachable without a key, or with a published placeholder key."""
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from twin_platform.collection.crawlers.addresses import parse_allow_network
+from twin_platform.addresses import parse_allow_network
 from twin_platform.collection.crawlers.dispatcher import CRAWLER_KINDS
 from twin_platform.collection.importers import EXPORT_KINDS
 from twin_platform.fsutil import write_atomic

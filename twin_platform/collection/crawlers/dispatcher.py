@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from twin_platform.addresses import parse_allow_network
 from twin_platform.collection.collected import Collected, Failure
-from twin_platform.collection.crawlers.addresses import parse_allow_network
 from twin_platform.collection.crawlers.article import ArticleCrawler
 from twin_platform.collection.crawlers.base import Crawler, host_matches
 from twin_platform.collection.crawlers.github import GitHubCrawler, RepoLimits

@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from twin_platform.collection.crawlers.addresses import is_allowed, is_public, parse_address
+from twin_platform.addresses import is_allowed, is_public, parse_address
 from twin_platform.settings import Settings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
