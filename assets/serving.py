@@ -14,11 +14,13 @@ from twin_platform.datasets.artifact import DatasetArtifact
 from twin_platform.llm.smoke_check import check_gguf
 from twin_platform.models.quantization import QuantizedModel, quantize_model
 from twin_platform.prompts import chat_messages
-from twin_platform.registry import ModelVersion
+from twin_platform.registry import ModelRegistry, ModelVersion
 from twin_platform.reporting import markdown_table
 from twin_platform.servers.supervisor import api_url
+from twin_platform.serving.adapters import AdapterError, serving_adapter
 from twin_platform.serving.deployments import Deployment, DeploymentStore
 from twin_platform.serving.endpoint import deploy
+from twin_platform.settings import Settings
 
 # llama.cpp's own table on Llama-3-8B: Q8_0 +0.003 and Q4_K_M +0.18 perplexity; a small model loses
 # more, so the bounds are shares: a file past its bound is not deployed.
@@ -112,6 +114,25 @@ def quantized_model(
     )
 
 
+def _serving_adapter(
+    context: dg.AssetExecutionContext, settings: Settings, version: ModelVersion
+) -> str | None:
+    """The version's LoRA adapter on the base model, which a vLLM server (TWIN_SERVE_BACKEND=vllm) or
+    the API's adapter bank on a GPU (TWIN_SERVE_ADAPTERS) loads; None for a full fine-tune, which is
+    served from its merged folder all the same."""
+    registry = ModelRegistry.from_settings(settings)
+    try:
+        return str(serving_adapter(version, registry, settings.serving_adapters_dir))
+    except AdapterError as exc:
+        context.log.warning(
+            "%s:%s has no adapter to serve on the base model: %s",
+            version.name,
+            version.version,
+            exc,
+        )
+        return None
+
+
 @dg.asset(
     group_name="serving",
     partitions_def=authors,
@@ -123,17 +144,20 @@ def deployed_endpoint(
     production_model: ModelVersion,
     quantized_model: QuantizedModel,
 ) -> dg.MaterializeResult:
-    """The API serves the author's production model (quantized on CPU, the merged folder on a GPU):
-    the deployment is recorded, and a running API loads it beside the old one, smoke-tests it,
-    switches and drains, without a restart. With no API running, it loads at start."""
+    """The API serves the author's production model (quantized on CPU, the merged folder on a GPU,
+    its LoRA adapter on vLLM): the deployment is recorded, and a running API loads it beside the old
+    one, smoke-tests it, switches and drains, without a restart. With no API running, it loads at
+    start."""
     s = settings.settings
     author = context.partition_key
+    adapter = _serving_adapter(context, s, production_model)
     deployment = Deployment(
         author=author,
         model=production_model.name,
         version=production_model.version,
         gguf=str(quantized_model.file(s.serve_quantization)),
         hf_path=str(production_model.path),
+        adapter=adapter,
     )
     keys = s.api_key_list
     # A remote API this process holds no key for (docker compose's runs) watches the records.
@@ -149,6 +173,7 @@ def deployed_endpoint(
     metadata: dict[str, dg.RawMetadataValue] = {
         "model": deployment.label,
         "file": dg.MetadataValue.path(deployment.gguf or deployment.hf_path),
+        "adapter": dg.MetadataValue.path(adapter) if adapter else "none",
         "status": "serving" if url else status,
         "previous": (report.deployment.previous or {}).get("version"),
     }

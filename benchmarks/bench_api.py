@@ -134,6 +134,14 @@ CONFIGS = {
     "torch": Config("as default, torch query encoder (batched)", {"TWIN_QUERY_ENCODER": "torch"}),
     "expanded": Config("2 queries (original + keyword rewrite)", {"TWIN_RAG_EXPANSIONS": "2"}),
     "ef100": Config("as default, ef_search 100", {"TWIN_HNSW_EF_SEARCH": "100"}),
+    "uncapped": Config(
+        "as default, the full-text arm ranks every match (no TWIN_RAG_LEXICAL_MAX_MATCHES cap)",
+        {"TWIN_RAG_LEXICAL_MAX_MATCHES": "1000000000"},
+    ),
+    "cap500": Config(
+        "as default, the full-text arm ranks at most 500 matches",
+        {"TWIN_RAG_LEXICAL_MAX_MATCHES": "500"},
+    ),
 }
 
 

@@ -10,16 +10,17 @@ not fit a transfer, and speed does not depend on the weights' values), batching 
 requests into one `generate` call; dynamic KV cache against the static (compiled) cache.
 
 Serving (`--serving`, normally with `--device cuda`): the platform's runtime itself, `LocalChatModel`
-on transformers, under N concurrent streaming requests from threads (RAG prompts, greedy): one at a
-time behind its lock, against continuous batching (`TWIN_LLM_BATCHING`) with CUDA graphs (the
-default) and without, in the same run. Random-init bf16 model of the first `--shapes` shape with
+on transformers, under N concurrent streaming requests from threads (RAG prompts, greedy): the slot
+batcher (`TWIN_LLM_BATCHING`; compiled and replayed as CUDA graphs by default, `--modes` picks the
+variants) against one request at a time behind its lock, in the same run. Random-init bf16 model of the first `--shapes` shape with
 SmolLM2's tokenizer (`--tokenizer`: a 3.5 MB folder made from the bundled GGUF on first use, which
 the device call carries); only tokens that start a word can win, so every request streams word by
 word and runs to `--max-tokens`. `--shapes tiny` is a quick CPU dry run of the script.
 
     .venv/bin/python benchmarks/bench_generation.py --device cpu --output benchmarks/results/generation_cpu.md
     python benchmarks/bench_generation.py --device cuda --output $OUT/generation_gpu.md
-    python3 benchmarks/bench_generation.py --device cuda --serving --shapes smollm2-135m --max-tokens 64 --output $OUT/serving.md
+    python3 benchmarks/bench_generation.py --device cuda --serving --shapes llama-3.2-1b \
+        --concurrency-levels 1,8,64 --max-tokens 128 --lock-levels 1 --output $OUT/serving_gpu.md
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ SHAPES = {  # "tiny": a CPU dry run of the script, nothing to report
 
 DEFAULT_TOKENIZER = ROOT / ".bench" / "smollm2-tokenizer"
 LOCK = "one at a time (lock)"
+SLOTS = "slot batching (the default: compiled, CUDA graphs)"
+ADAPTERS = "slot batching, compiled, 4 LoRA adapters (rank 16) + base, requests round-robin"
 
 
 def rag_messages(request_id: int, words: int = 220) -> list[dict[str, str]]:
@@ -157,6 +160,57 @@ def random_served_model(shape: str, tokenizer_dir: Path, folder: Path) -> Path:
     return folder
 
 
+def random_adapter(model_folder: Path, folder: Path, seed: int, rank: int = 16) -> Path:
+    """A PEFT LoRA adapter of `rank` on every linear layer of the model, random weights (speed only)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_folder)
+    hidden, inner = config.hidden_size, config.intermediate_size
+    kv = config.num_key_value_heads * (hidden // config.num_attention_heads)
+    shapes = {"q_proj": (hidden, hidden), "k_proj": (hidden, kv), "v_proj": (hidden, kv),
+              "o_proj": (hidden, hidden), "gate_proj": (hidden, inner), "up_proj": (hidden, inner),
+              "down_proj": (inner, hidden)}  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    weights = {}
+    for layer in range(config.num_hidden_layers):
+        for name, (fan_in, fan_out) in shapes.items():
+            part = "self_attn" if name[0] in "qkvo" else "mlp"
+            key = f"base_model.model.model.layers.{layer}.{part}.{name}"
+            weights[f"{key}.lora_A.weight"] = torch.randn(rank, fan_in, generator=generator) * 0.01
+            weights[f"{key}.lora_B.weight"] = torch.randn(fan_out, rank, generator=generator) * 0.01
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.to(torch.bfloat16) for k, v in weights.items()},
+        str(folder / "adapter_model.safetensors"),
+    )
+    (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": rank}))
+    return folder
+
+
+class RoundRobin:
+    """The model's requests spread over its base and its adapters in turn (one author per request)."""
+
+    def __init__(self, model: Any, adapters: list[str | None]) -> None:
+        self.model, self.adapters, self.batched = model, adapters, True
+        self._next = 0
+
+    def chat(self, messages: Any, **kwargs: Any) -> Any:
+        return self.model.chat(messages, **kwargs)
+
+    def stream(self, messages: Any, **kwargs: Any) -> Any:
+        self._next += 1
+        return self.model.stream(
+            messages, adapter=self.adapters[self._next % len(self.adapters)], **kwargs
+        )
+
+    def close(self) -> None:
+        self.model.close()
+
+
 def stream_requests(
     model: Any, n: int, max_tokens: int, first_id: int
 ) -> tuple[list[tuple[float, float, str]], float]:
@@ -227,8 +281,10 @@ def serving_bench(
     max_tokens: int,
     tokenizer_dir: Path,
     budget_s: float,
+    mode_names: list[str],
+    lock_levels: list[int],
 ) -> list[str]:
-    """`LocalChatModel` one at a time (lock) against batched (eager, CUDA graphs) on one random model."""
+    """`LocalChatModel`'s batched runtime against the alternatives named in `mode_names`."""
     import torch
 
     from twin_platform.llm.local import LocalChatModel
@@ -236,32 +292,51 @@ def serving_bench(
     deadline = time.monotonic() + budget_s
     folder = random_served_model(shape, smollm2_tokenizer(tokenizer_dir), Path(tempfile.mkdtemp()))
     batch = max(levels)
-    # Every argument given: LocalChatModel then reads no settings (no pydantic on the GPU machine).
-    modes: list[tuple[str, Callable[[], Any]]] = [
-        (
-            "batched (the default: CUDA graphs on CUDA)",
-            lambda: LocalChatModel(
-                folder, device=device, batching=True, max_batch_size=batch, cuda_graphs=True
-            ),
+
+    def slots(graphs: bool, compile_step: bool) -> Any:
+        # Every argument given: LocalChatModel then reads no settings (no pydantic on the GPU machine).
+        return LocalChatModel(
+            folder,
+            device=device,
+            batching=True,
+            max_batch_size=batch,
+            cuda_graphs=graphs,
+            compile_step=compile_step,
         )
-    ]
-    if device == "cuda":
-        modes.append(
-            (
-                "batched, no CUDA graphs",
-                lambda: LocalChatModel(
-                    folder, device=device, batching=True, max_batch_size=batch, cuda_graphs=False
-                ),
-            )
+
+    def with_adapters() -> Any:
+        model = LocalChatModel(
+            folder,
+            device=device,
+            batching=True,
+            max_batch_size=batch,
+            cuda_graphs=device == "cuda",
+            compile_step=device == "cuda",
+            adapters=8,
+            max_adapter_rank=16,
         )
-    # Last: the slowest, so a tight --budget-s cuts its largest N rather than a batched mode.
-    modes.append((LOCK, lambda: LocalChatModel(folder, device=device, batching=False)))
+        names = [None]
+        for i in range(4):
+            names.append(f"twin-{i}")
+            model.load_adapter(names[-1], random_adapter(folder, Path(tempfile.mkdtemp()), i))
+        return RoundRobin(model, names)
+
+    known: dict[str, tuple[str, Callable[[], Any]]] = {
+        "slots": (SLOTS, lambda: slots(device == "cuda", True)),
+        "slots-graphs": ("slot batching, CUDA graphs, not compiled", lambda: slots(True, False)),
+        "slots-eager": ("slot batching, no CUDA graphs", lambda: slots(False, False)),
+        "adapters": (ADAPTERS, with_adapters),
+        # Last: the slowest, so a tight --budget-s cuts its largest N rather than a batched mode.
+        "lock": (LOCK, lambda: LocalChatModel(folder, device=device, batching=False)),
+    }
+    modes = [known[name] for name in mode_names]
     rows, summaries, texts = [], {}, {}
     for label, load in modes:
         model = load()
         prompt_tokens = model.chat(rag_messages(1), max_tokens=1, temperature=0.0).prompt_tokens
+        mode_levels = [n for n in levels if label != LOCK or n in lock_levels]
         mode_rows, summaries[label], texts[label] = serving_mode(
-            label, model, levels, max_tokens, deadline
+            label, model, mode_levels, max_tokens, deadline
         )
         rows += mode_rows
         model.close()
@@ -273,7 +348,7 @@ def serving_bench(
         f"Device: {gpu}, torch {torch.__version__}; model: random-init {shape} shape, bf16, SmolLM2"
         f" tokenizer and chat template; prompt ~{prompt_tokens} tokens (RAG prompt, distinct per"
         f" request), {max_tokens} new tokens, greedy, streamed. TTFT = request start to first text delta"
-        " (deltas are whole words, as TextIteratorStreamer gives them); tokens/s per request = decode"
+        " (the runtime's text deltas); tokens/s per request = decode"
         " after the first delta; aggregate = all tokens / wall time of the N requests.",
         "",
         "| mode | concurrent requests | TTFT p50 ms | TTFT p95 ms | tokens/s per request (p50) | aggregate tokens/s | wall s |",
@@ -285,8 +360,10 @@ def serving_bench(
         "| mode | concurrent requests | TTFT p50 ratio (lower is better) | aggregate tokens/s ratio | greedy texts equal to the lock's |",
         "|---|---|---|---|---|",
     ]
-    base = summaries[LOCK]
-    for label, _ in modes[:-1]:
+    base = summaries.get(LOCK, {})
+    for label, _ in modes:
+        if label == LOCK:
+            continue
         for n in levels:
             if n in base and n in summaries[label]:
                 same = sum(a == b for a, b in zip(texts[label][n], texts[LOCK][n], strict=True))
@@ -385,6 +462,14 @@ def main() -> None:
         default=DEFAULT_TOKENIZER,
         help="serving: SmolLM2 tokenizer folder (made from the bundled GGUF if missing)",
     )
+    parser.add_argument(
+        "--modes",
+        default="slots,slots-graphs,lock",
+        help="serving: runtimes to compare (slots, slots-graphs, slots-eager, adapters, lock)",
+    )
+    parser.add_argument(
+        "--lock-levels", default="1,8", help="serving: concurrency levels of the lock (it is slow)"
+    )
     parser.add_argument("--requests", type=int, default=5, help="CPU: sequential requests")
     parser.add_argument("--concurrency", type=int, default=4, help="CPU: concurrent requests")
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -412,6 +497,8 @@ def main() -> None:
             args.max_tokens,
             args.tokenizer,
             args.budget_s,
+            args.modes.split(","),
+            [int(n) for n in args.lock_levels.split(",")],
         )
     elif args.device == "cpu":
         body = cpu_bench(args.requests, args.concurrency, args.max_tokens)

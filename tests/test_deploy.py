@@ -101,6 +101,41 @@ def test_compose_file_is_complete() -> None:
     assert workspace["load_from"][0]["grpc_server"]["host"] == "code-location"
 
 
+def test_compose_vllm_service_is_optional_and_wired_to_the_api() -> None:
+    """The vllm service starts only with its profile; deploy/compose.vllm.yml requires its key (kept
+    out of docker-compose.yml, which compose interpolates whole: a required variable there would
+    stop every `up`, vLLM or not) and points the API at it."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    vllm = compose["services"]["vllm"]
+    assert vllm["profiles"] == ["vllm"]
+    command = " ".join(vllm["command"])
+    for flag in ("--model=", "--enable-lora", "--max-loras=", "--max-lora-rank="):
+        assert flag in command, flag
+    assert vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert "VLLM_API_KEY" not in vllm["environment"]
+    device = vllm["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert "/health" in " ".join(vllm["healthcheck"]["test"])
+    assert "twin-data:/data/twin:ro" in vllm["volumes"]  # the adapters, at the recorded paths
+    assert "ports" not in vllm  # vLLM checks its key on /v1 only: the compose network alone
+    api = compose["services"]["api"]
+    assert "TWIN_SERVE_BACKEND" in api["environment"]
+    assert api["environment"]["TWIN_API_KEYS"].startswith("${TWIN_API_KEYS:?")
+
+    override = yaml.safe_load((ROOT / "deploy/compose.vllm.yml").read_text())["services"]
+    assert set(override) == {"vllm", "api"}
+    assert override["vllm"]["environment"]["VLLM_API_KEY"].startswith("${VLLM_API_KEY:?")
+    wired = override["api"]["environment"]
+    assert wired["TWIN_SERVE_BACKEND"] == "vllm"
+    assert wired["TWIN_SERVE_API_BASE"] == "http://vllm:8000/v1"
+    assert wired["TWIN_SERVE_API_KEY"].startswith("${VLLM_API_KEY:?")
+    assert (
+        wired["TWIN_SERVE_MODEL"] == "openai/twin-base"
+        and "--served-model-name=twin-base" in command
+    )
+    assert override["api"]["depends_on"]["vllm"]["condition"] == "service_healthy"
+
+
 def test_run_launchers_forward_only_what_a_run_needs() -> None:
     """No API keys or trainer tokens in every run's environment, and every pipeline setting the
     compose file gives the daemon reaches the runs; ECS secrets by ARN, from the environment of the

@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from twin_platform.llm.batching import BatchingError
+from twin_platform.llm.adapter_bank import AdapterError
 from twin_platform.llm.chat import ChatResult
 from twin_platform.llm.factory import open_chat_model
 from twin_platform.llm.local import LocalChatModel, bundled_gguf_path
 from twin_platform.llm.options import LLMOptions
+from twin_platform.llm.slot_batching import BatchingError
 from twin_platform.prompts import chat_messages
 from twin_platform.settings import load_settings
 
@@ -216,7 +218,7 @@ def test_batched_stream_deltas_join_to_the_reply_and_respect_stop(
         batched_model.stream(prompts[0], max_tokens=16, temperature=0.0, stop=[marker])
     )
     assert streamed == stopped.text
-    with pytest.raises(BatchingError, match="exceed the KV cache"):  # 4 x 2048 tokens
+    with pytest.raises(BatchingError, match="exceed the KV cache"):  # 2048 tokens per request
         batched_model.chat(prompts[0], max_tokens=8192, temperature=0.0)
 
 
@@ -289,3 +291,126 @@ def test_a_backend_that_is_down_raises_quickly(twin_home: Path) -> None:
         open_chat_model(options).chat(
             [{"role": "user", "content": "hi"}], max_tokens=8, temperature=0.0
         )
+
+
+def lora_adapter(base_folder: Path, folder: Path, seed: int) -> Path:
+    """A PEFT LoRA adapter with random (non-zero) weights on the model in `base_folder`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_folder), config)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.5)  # large enough to change greedy replies
+    model.save_pretrained(folder)
+    return folder
+
+
+def merged_model(base_folder: Path, adapter: Path, folder: Path) -> Path:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(base_folder)
+    PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base_folder).save_pretrained(folder)
+    return folder
+
+
+def test_batched_rows_of_different_adapters_answer_as_their_merged_models(
+    varied_hf_model: Path, tmp_path: Path
+) -> None:
+    """One base model and an adapter bank: requests for two authors' adapters and for the base,
+    decoded in the same batches, answer exactly as each merged model does on its own."""
+    adapters = [lora_adapter(varied_hf_model, tmp_path / f"adapter-{i}", seed=i) for i in (1, 2)]
+    prompts = questions(3)
+    expected: dict[str | None, list[str]] = {}
+    for i, adapter in enumerate(adapters):
+        merged = LocalChatModel(
+            merged_model(varied_hf_model, adapter, tmp_path / f"merged-{i}"),
+            device="cpu",
+            batching=False,
+        )
+        expected[f"twin-{i}"] = [
+            merged.chat(m, max_tokens=8, temperature=0.0).text for m in prompts
+        ]
+    base = LocalChatModel(varied_hf_model, device="cpu", batching=False)
+    expected[None] = [base.chat(m, max_tokens=8, temperature=0.0).text for m in prompts]
+    assert expected["twin-0"] != expected[None] and expected["twin-1"] != expected["twin-0"]
+
+    model = LocalChatModel(
+        varied_hf_model,
+        device="cpu",
+        batching=True,
+        max_batch_size=8,
+        adapters=2,
+        max_adapter_rank=8,
+    )
+    try:
+        for i, adapter in enumerate(adapters):
+            model.load_adapter(f"twin-{i}", adapter)
+        calls = [
+            (
+                name,
+                i,
+                lambda m=m, name=name: model.chat(m, max_tokens=8, temperature=0.0, adapter=name),
+            )
+            for name in expected
+            for i, m in enumerate(prompts)
+        ]
+        replies = concurrently([call for _, _, call in calls])
+        for (name, i, _), reply in zip(calls, replies, strict=True):
+            assert reply.text == expected[name][i], (name, i)
+        twin = model.with_adapter("twin-1")
+        assert (
+            "".join(twin.stream(prompts[0], max_tokens=8, temperature=0.0)) == expected["twin-1"][0]
+        )
+        twin.close()  # unloads it: its place is free, and asking for it again is refused
+        with pytest.raises(AdapterError, match="not loaded"):
+            model.chat(prompts[0], max_tokens=4, temperature=0.0, adapter="twin-1")
+    finally:
+        model.close()
+
+
+def test_the_api_serves_deployed_twins_as_adapters_of_one_base_model(
+    varied_hf_model: Path, tmp_path: Path
+) -> None:
+    """With the base model in process on the batched runtime, a deployment whose adapter was trained
+    on that base is served as the adapter (no second copy of the model), answers as its merged
+    model, and a new version replaces the old one's adapter."""
+    from twin_platform.serving.deployments import Deployment, DeploymentStore
+    from twin_platform.serving.models import ServedModels
+
+    adapters = {v: lora_adapter(varied_hf_model, tmp_path / f"v{v}", seed=v) for v in (1, 2)}
+    merged = merged_model(varied_hf_model, adapters[1], tmp_path / "merged-1")
+    prompt = questions(1)[0]
+    expected = LocalChatModel(merged, device="cpu", batching=False).chat(
+        prompt, max_tokens=8, temperature=0.0
+    )
+    settings = load_settings(
+        serve_model=str(varied_hf_model), llm_batching="on", llm_max_batch_size=4, serve_adapters=2
+    )
+    store = DeploymentStore(tmp_path / "deployments")
+    served = ServedModels(settings, store, max_loaded=2)
+    try:
+        store.record(Deployment("ada", "twin-ada", 1, None, str(merged), str(adapters[1])))
+        served.reload("ada")
+        with served.lease("ada") as lease:
+            assert lease.version == "twin-ada:1"
+            assert lease.model.chat(prompt, max_tokens=8, temperature=0.0).text == expected.text
+        with served.lease(None) as base:  # the base model, whose bank holds the adapter
+            bank = base.model._bank
+            assert bank is not None and bank.index("twin-ada:1") > 0
+        store.record(Deployment("ada", "twin-ada", 2, None, str(merged), str(adapters[2])))
+        served.reload("ada", drain_s=5)
+        deadline = time.monotonic() + 10
+        while "twin-ada:1" in bank._names:  # the replaced version's adapter leaves after its drain
+            assert time.monotonic() < deadline, "the old adapter was not unloaded"
+            time.sleep(0.05)
+        assert set(bank._names) == {"twin-ada:2"}
+    finally:
+        served.close()

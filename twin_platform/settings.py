@@ -172,6 +172,13 @@ class Settings(BaseSettings):
     serve_api_key: SecretStr | None = Field(
         default=None, description="Key for TWIN_SERVE_API_BASE."
     )
+    serve_backend: Literal["openai", "vllm"] = Field(
+        default="openai",
+        description="What TWIN_SERVE_API_BASE is. openai: any OpenAI-compatible server, which"
+        " must already serve each author's `twin-<author>`; vllm: a vLLM server started with"
+        " --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, into which each deployment"
+        " loads its LoRA adapter as `twin-<author>-v<N>` (README: Serving through vLLM).",
+    )
     api_url: str | None = Field(
         default=None,
         description="The running API that deployments switch (e.g. http://api:8000 in compose);"
@@ -188,6 +195,16 @@ class Settings(BaseSettings):
         ge=1,
         description="Authors' models kept loaded at once (the least recently used idle one is"
         " unloaded first): bounds the API's memory, about 110 MB per quantized 135M model on CPU.",
+    )
+    serve_adapters: int = Field(
+        default=8,
+        ge=0,
+        description="LoRA adapters the in-process batched runtime (transformers on a GPU) holds beside"
+        " the base model: a deployed twin whose adapter was trained on TWIN_SERVE_MODEL is served as"
+        " that adapter, megabytes instead of a model copy. 0: each twin loads its merged folder.",
+    )
+    serve_max_adapter_rank: int = Field(
+        default=64, ge=1, description="The largest LoRA rank the adapter bank holds."
     )
     serve_deployment_poll_s: float = Field(
         default=5.0,
@@ -209,6 +226,12 @@ class Settings(BaseSettings):
     rag_k: int = Field(default=3, ge=1, description="Chunks put in the context by default.")
     rag_candidates: int = Field(
         default=20, ge=1, description="Candidates per search arm before reranking."
+    )
+    rag_lexical_max_matches: int = Field(
+        default=2000,
+        ge=0,
+        description="Chunks the full-text arm may rank per query: it takes the query's rarest words"
+        " until their matches reach this; its cost grows with it (benchmarks/results/million.md).",
     )
     rag_expansions: int = Field(
         default=1,
@@ -274,9 +297,9 @@ class Settings(BaseSettings):
     llm_concurrency: int = Field(default=2, ge=1, description="LLM calls in flight at once.")
     llm_batching: Literal["auto", "on", "off"] = Field(
         default="auto",
-        description="Continuous batching of concurrent requests on the transformers backend (they share"
-        " decode steps): auto = on CUDA; on = also on CPU; off = one request at a time. llama.cpp is"
-        " never batched.",
+        description="Batching of concurrent requests on the transformers backend (they share decode"
+        " steps on a static KV cache): auto = on CUDA; on = also on CPU; off = one request at a time."
+        " llama.cpp is never batched.",
     )
     llm_max_batch_size: int = Field(
         default=64,
@@ -286,8 +309,13 @@ class Settings(BaseSettings):
     )
     llm_cuda_graphs: bool = Field(
         default=True,
-        description="Replay the batched forward pass as CUDA graphs (Python kernel launches dominate"
-        " a small model's step; benchmarks/results/api.md).",
+        description="Replay the batched decode step as CUDA graphs (Python kernel launches dominate"
+        " a small model's step; benchmarks/results/serving_gpu.md).",
+    )
+    llm_compile: bool = Field(
+        default=True,
+        description="On CUDA, compile the batched decode step (torch.compile fuses its small kernels"
+        " before the graphs are captured): faster steps, about a minute more to load a model.",
     )
     llm_max_retries: int = Field(
         default=2, ge=0, description="Retries of a failed or invalid LLM answer."
@@ -567,6 +595,11 @@ class Settings(BaseSettings):
     def deployments_dir(self) -> Path:
         """One record per author: the version the API serves (see `serving.deployments`)."""
         return self.home / "deployments"
+
+    @property
+    def serving_adapters_dir(self) -> Path:
+        """LoRA adapters stacked for vLLM, one per DPO version (see `serving.adapters`)."""
+        return self.home / "serving" / "adapters"
 
     @property
     def alerts_file(self) -> Path:

@@ -7,8 +7,8 @@ template. It is the `twin-local/...` backend of `twin_platform.llm.factory.open_
 keeps one per process for dataset generation and the API to share.
 
 llama.cpp and transformers on CPU serve one request at a time. transformers on CUDA batches concurrent
-requests (`twin_platform.llm.batching`, `TWIN_LLM_BATCHING`): they share decode steps instead of
-queueing (H100: 85x the one-at-a-time throughput at 32 concurrent streams).
+requests (`twin_platform.llm.slot_batching`, `TWIN_LLM_BATCHING`): they share decode steps, replayed
+as CUDA graphs, instead of queueing (benchmarks/results/serving_gpu.md).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from twin_platform.llm.batching import ContinuousBatcher
+from twin_platform.llm.adapter_bank import AdapterBank, AdapterError
 from twin_platform.llm.chat import ChatResult, Messages
 from twin_platform.llm.options import LLMOptions
+from twin_platform.llm.slot_batching import SlotBatcher
 
 Backend = Literal["auto", "llama_cpp", "transformers"]
 
@@ -52,8 +53,8 @@ class LocalChatModel:
     """A chat model loaded once. `chat` and `stream` are serialised by a lock (not re-entrant), except
     on the batched transformers runtime, where concurrent calls are decoded together.
 
-    `batching` (None: on CUDA only), `max_batch_size` and `cuda_graphs` apply to the transformers
-    backend, `threads` to llama.cpp.
+    `batching` (None: on CUDA only), `max_batch_size`, `cuda_graphs` and `compile_step` (CUDA only,
+    with the graphs) apply to the transformers backend, `threads` to llama.cpp.
     """
 
     def __init__(
@@ -66,6 +67,9 @@ class LocalChatModel:
         batching: bool | None = None,
         max_batch_size: int = 64,
         cuda_graphs: bool = True,
+        compile_step: bool = True,
+        adapters: int = 0,
+        max_adapter_rank: int = 64,
         threads: int = 1,
     ) -> None:
         self.model = model
@@ -77,19 +81,24 @@ class LocalChatModel:
             else str(model).rstrip("/").split("/")[-1]
         )
         self._lock = threading.Lock()
-        self._batcher: ContinuousBatcher | None = None
+        self._batcher: SlotBatcher | None = None
+        self._bank: AdapterBank | None = None
         if self.backend == "llama_cpp":
             self._llama = self._load_llama_cpp(Path(model), n_ctx, threads)
             return
         self._tokenizer, self._hf_model = self._load_transformers(str(model), device)
         batch_size, graphs = self._batching_plan(batching, max_batch_size, cuda_graphs)
+        if batch_size and adapters:
+            self._bank = AdapterBank(self._hf_model, adapters, max_adapter_rank)
         if batch_size:
-            self._batcher = ContinuousBatcher(
+            self._batcher = SlotBatcher(
                 self._hf_model,
                 self._eos_token_ids(),
                 max_batch_size=batch_size,
                 max_context=n_ctx,
                 cuda_graphs=graphs,
+                compile_step=compile_step and graphs,
+                adapters=self._bank,
             )
 
     @classmethod
@@ -104,6 +113,9 @@ class LocalChatModel:
             batching={"auto": None, "on": True, "off": False}[options.batching],
             max_batch_size=options.max_batch_size,
             cuda_graphs=options.cuda_graphs,
+            compile_step=options.compile_step,
+            adapters=options.adapters,
+            max_adapter_rank=options.max_adapter_rank,
             threads=options.threads,
         )
 
@@ -116,6 +128,29 @@ class LocalChatModel:
         if batching is None:
             batching = on_cuda
         return (max_batch_size if batching else 0), cuda_graphs and on_cuda
+
+    def load_adapter(self, name: str, folder: str | Path) -> None:
+        """Serve the PEFT LoRA adapter in `folder` as `name` beside the base model (batched runtime
+        with an adapter bank only); requests choose it with `adapter=name`."""
+        if self._bank is None:
+            raise AdapterError(
+                f"{self.name} serves no adapters (TWIN_SERVE_GPU_ADAPTERS, batching)"
+            )
+        self._bank.load(name, folder)
+
+    def unload_adapter(self, name: str) -> None:
+        """Free the adapter's place in the bank (no request may still use it)."""
+        if self._bank is not None:
+            self._bank.unload(name)
+
+    @property
+    def serves_adapters(self) -> bool:
+        """Whether requests can pick a LoRA adapter loaded beside the base model."""
+        return self._bank is not None
+
+    def with_adapter(self, name: str) -> AdapterModel:
+        """This model answering through adapter `name`, as a `ChatModel` of its own."""
+        return AdapterModel(self, name)
 
     @property
     def batched(self) -> bool:
@@ -172,11 +207,15 @@ class LocalChatModel:
         stop: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
         seed: int | None = None,
+        adapter: str | None = None,
     ) -> ChatResult:
         """One completion. `json_schema` constrains llama.cpp's output by grammar; transformers ignores it.
-        `seed` makes sampling repeatable one request at a time; batched requests share the batch's draws."""
+        `seed` makes sampling repeatable one request at a time; batched requests share the batch's draws.
+        `adapter`: a loaded adapter's name (batched runtime), None for the base model."""
         if self._batcher is not None:
-            return self._chat_batched(messages, max_tokens, temperature, stop)
+            return self._chat_batched(messages, max_tokens, temperature, stop, adapter)
+        if adapter is not None:
+            raise AdapterError(f"{self.name} serves no adapters")
         with self._lock:
             if self.backend == "llama_cpp":
                 return self._chat_llama_cpp(
@@ -191,11 +230,14 @@ class LocalChatModel:
         max_tokens: int = 256,
         temperature: float = 0.7,
         stop: list[str] | None = None,
+        adapter: str | None = None,
     ) -> Iterator[str]:
         """Text deltas as they are generated. The lock (or the batch slot) is held until the generator is
         exhausted or closed."""
+        if adapter is not None and self._batcher is None:
+            raise AdapterError(f"{self.name} serves no adapters")
         if self._batcher is not None:
-            deltas = self._batched_deltas(messages, max_tokens, temperature)
+            deltas = self._batched_deltas(messages, max_tokens, temperature, adapter)
             try:
                 yield from _until_stop(deltas, stop)
             finally:
@@ -264,14 +306,28 @@ class LocalChatModel:
         )["input_ids"]
         return list(ids)
 
+    def _adapter_index(self, adapter: str | None) -> int:
+        if adapter is None:
+            return 0
+        if self._bank is None:
+            raise AdapterError(f"{self.name} serves no adapters")
+        return self._bank.index(adapter)
+
     def _chat_batched(
-        self, messages: Messages, max_tokens: int, temperature: float, stop: list[str] | None
+        self,
+        messages: Messages,
+        max_tokens: int,
+        temperature: float,
+        stop: list[str] | None,
+        adapter: str | None,
     ) -> ChatResult:
         """One request in the shared batch; with stop strings it streams, to leave the batch at the first."""
         assert self._batcher is not None
         prompt = self._prompt_ids(messages)
         tokens: list[int] = []
-        rows = self._batcher.generate(prompt, max_tokens, temperature, streaming=bool(stop))
+        rows = self._batcher.generate(
+            prompt, max_tokens, temperature, bool(stop), self._adapter_index(adapter)
+        )
         try:
             for tokens in rows:
                 if stop and any(marker in self._decode(tokens) for marker in stop):
@@ -283,27 +339,25 @@ class LocalChatModel:
         return ChatResult(text, len(prompt), len(tokens), finish)
 
     def _batched_deltas(
-        self, messages: Messages, max_tokens: int, temperature: float
+        self, messages: Messages, max_tokens: int, temperature: float, adapter: str | None
     ) -> Iterator[str]:
-        """Text deltas of one batched request, decoded as transformers' TextIteratorStreamer does (whole
-        words, so a character split across tokens is never cut)."""
-        import torch
-        from transformers import TextIteratorStreamer
+        """Text deltas of one batched request, decoded incrementally (tokenizers' `DecodeStream`:
+        constant work per token, and a character split across tokens is never cut)."""
+        from tokenizers.decoders import DecodeStream
 
         assert self._batcher is not None
-        streamer = TextIteratorStreamer(self._tokenizer, skip_special_tokens=True)
+        decoder, backend = DecodeStream(skip_special_tokens=True), self._tokenizer.backend_tokenizer
         rows = self._batcher.generate(
-            self._prompt_ids(messages), max_tokens, temperature, streaming=True
+            self._prompt_ids(messages), max_tokens, temperature, True, self._adapter_index(adapter)
         )
         seen = 0
         try:
             for tokens in rows:
-                if len(tokens) > seen:
-                    streamer.put(torch.tensor(tokens[seen:]))
-                    seen = len(tokens)
-                yield from _drain(streamer)
-            streamer.end()
-            yield from _drain(streamer)
+                pieces = [decoder.step(backend, token) for token in tokens[seen:]]
+                seen = len(tokens)
+                text = "".join(piece for piece in pieces if piece)
+                if text:
+                    yield text
         finally:
             rows.close()
 
@@ -369,12 +423,27 @@ class LocalChatModel:
         worker.join()
 
 
-def _drain(streamer: Any) -> Iterator[str]:
-    """The text a TextIteratorStreamer has finalised so far, without waiting for more."""
-    while not streamer.text_queue.empty():
-        text = streamer.text_queue.get_nowait()
-        if text:
-            yield text
+class AdapterModel:
+    """A `ChatModel` that answers through one adapter of a shared `LocalChatModel`: an author's twin
+    that costs the adapter's megabytes, not a copy of the model. Closing it unloads the adapter."""
+
+    def __init__(self, base: LocalChatModel, adapter: str) -> None:
+        self.base = base
+        self.adapter = adapter
+        self.name = adapter
+        self.n_ctx = base.n_ctx
+
+    def chat(self, messages: Messages, **kwargs: Any) -> ChatResult:
+        return self.base.chat(messages, adapter=self.adapter, **kwargs)
+
+    def stream(self, messages: Messages, **kwargs: Any) -> Iterator[str]:
+        return self.base.stream(messages, adapter=self.adapter, **kwargs)
+
+    def count_tokens(self, text: str) -> int:
+        return self.base.count_tokens(text)
+
+    def close(self) -> None:
+        self.base.unload_adapter(self.adapter)
 
 
 def _until_stop(deltas: Iterator[str], stop: list[str] | None) -> Iterator[str]:

@@ -25,7 +25,8 @@ def is_bundled(model: str) -> bool:
 class LLMOptions:
     """`model` is `twin-local/<name>` (in process) or any litellm model string. `api_base`, `api_key`
     and `timeout_s` apply to litellm; `threads` (llama.cpp), `batching`, `max_batch_size`,
-    `cuda_graphs` (transformers) and `n_ctx` to the in-process runtime."""
+    `cuda_graphs`, `compile_step`, `adapters`, `max_adapter_rank` (transformers) and `n_ctx` to the
+    in-process runtime."""
 
     model: str = DEFAULT_MODEL
     api_base: str | None = None
@@ -35,6 +36,9 @@ class LLMOptions:
     batching: Batching = "auto"
     max_batch_size: int = 64
     cuda_graphs: bool = True
+    compile_step: bool = True
+    adapters: int = 0  # LoRA adapters the batched runtime can hold beside the base (serving)
+    max_adapter_rank: int = 64
     n_ctx: int = 2048
 
     @classmethod
@@ -52,4 +56,5 @@ class LLMOptions:
             batching=settings.llm_batching,
             max_batch_size=settings.llm_max_batch_size,
             cuda_graphs=settings.llm_cuda_graphs,
+            compile_step=settings.llm_compile,
         )

@@ -4,6 +4,9 @@ Both arms are the feature store's own queries (`feature_store.search.vector_sear
 for every expanded query: the vector arm with the query's embedding through the HNSW index (iterative
 scan under filters), the full-text arm with the query's content words joined by OR (a question rarely
 contains all of a chunk's words), less the words too common in the corpus to tell chunks apart. The
+full-text arm ranks every chunk it matches, so its cost grows with the corpus: it takes the query's
+rarest words first (they carry the most weight) and stops before their matches pass
+`max_lexical_matches`; the vector arm carries what the common words say. The
 rankings are fused by reciprocal rank (RRF, k=60), which needs no score calibration between arms;
 reranking (`rerank.rerank`) then keeps the best k, de-duplicated by text.
 """
@@ -117,17 +120,20 @@ class Retriever:
         candidates: int = 20,
         ef_search: int | None = 100,
         max_lexeme_share: float = 0.002,
+        max_lexical_matches: int = 2000,
     ) -> None:
         self.pool = pool
         self.encode = encode
         self.candidates = candidates
         self.ef_search = ef_search
         self.max_lexeme_share = max_lexeme_share
+        self.max_lexical_matches = max_lexical_matches
         self._authors = Refreshed(self._fetch_authors, ttl_s=60.0)
         self._common = Refreshed(
             lambda conn: search.common_lexemes(conn, self.max_lexeme_share), ttl_s=300.0
         )
-        self._word_lexemes: dict[str, frozenset[str]] = {}
+        self._word_matches: dict[str, int | None] = {}
+        self._word_matches_since = time.monotonic()
 
     def _fetch_authors(self) -> list[str]:
         with self.pool.connection() as conn:
@@ -137,28 +143,33 @@ class Retriever:
         """Authors present in the store, fetched again each minute (self-query matches against them)."""
         return self._authors.get()
 
-    def _lexemes(self, conn: Any, words: list[str]) -> dict[str, frozenset[str]]:
-        """Each word's Postgres lexemes (its stems), asked once per word and then remembered."""
-        found = {w: self._word_lexemes.get(w) for w in words}
-        unknown = [w for w, lexemes in found.items() if lexemes is None]
+    def _matches(self, conn: Any, words: list[str]) -> dict[str, int | None]:
+        """Each word's chunk count (None: a stopword or too common), counted once per word and kept
+        for ten minutes; the dict is replaced, never cleared under readers."""
+        if time.monotonic() - self._word_matches_since > 600 or len(self._word_matches) > 100_000:
+            self._word_matches, self._word_matches_since = {}, time.monotonic()
+        known = self._word_matches
+        unknown = [w for w in dict.fromkeys(words) if w not in known]
         if unknown:
-            fetched = search.word_lexemes(conn, unknown)
-            if (
-                len(self._word_lexemes) > 100_000
-            ):  # bounded: a new dict, never a clear under readers
-                self._word_lexemes = {}
-            self._word_lexemes.update(fetched)
-            found.update(fetched)
-        return {w: lexemes or frozenset() for w, lexemes in found.items()}
+            known.update(search.word_matches(conn, unknown, self._common.get(conn)))
+        return {w: known.get(w) for w in words}
 
     def _lexical_query(self, conn: Any, text: str) -> str:
-        """The query's content words, less those too common to discriminate, joined by OR."""
+        """The query's rarest content words joined by OR, as many as keep the matches within
+        `max_lexical_matches`; words too common to discriminate are left out."""
         words = WORD.findall(keywords(text))
-        common = self._common.get(conn) if words else set()
-        if common:
-            lexemes = self._lexemes(conn, words)
-            words = [w for w in words if lexemes[w] and not lexemes[w] <= common]
-        return or_query(words)
+        if not words:
+            return ""
+        matches = self._matches(conn, words)
+        counted = sorted((m, w) for w, m in matches.items() if m)  # 0: no chunk has the word
+        kept: list[str] = []
+        total = 0
+        for count, word in counted:
+            if total + count > self.max_lexical_matches:
+                break
+            kept.append(word)
+            total += count
+        return or_query(kept)
 
     def search(
         self, queries: Sequence[str], filters: QueryFilters, embeddings: np.ndarray | None = None
@@ -215,4 +226,11 @@ def open_retriever(settings: Settings, database_url: str) -> tuple[Retriever, Co
 
     pool = open_search_pool(database_url, settings.hnsw_ef_search)
     encoder = query_encoder(settings)
-    return Retriever(pool, encoder, settings.rag_candidates, ef_search=None), pool
+    retriever = Retriever(
+        pool,
+        encoder,
+        settings.rag_candidates,
+        ef_search=None,
+        max_lexical_matches=settings.rag_lexical_max_matches,
+    )
+    return retriever, pool

@@ -19,13 +19,16 @@ from twin_platform.fsutil import write_atomic
 
 @dataclass(frozen=True)
 class Deployment:
-    """`gguf` is the quantized file served on CPU; `hf_path` the merged folder served on GPU."""
+    """`gguf` is the quantized file served on CPU; `hf_path` the merged folder served on GPU;
+    `adapter` the LoRA adapter on the base model that a vLLM server loads (None: a full fine-tune,
+    or a record from before vLLM serving)."""
 
     author: str
     model: str  # registry name
     version: int
     gguf: str | None
     hf_path: str
+    adapter: str | None = None
     deployed_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     previous: dict[str, Any] | None = None  # the record this one replaced
 

@@ -8,7 +8,9 @@ finishes its requests (drain) and is closed.
 
 Where models run: in this process (a deployment's quantized GGUF on CPU, its merged folder on a
 GPU), or behind an OpenAI-compatible server (`TWIN_SERVE_API_BASE`: vLLM with --enable-lora, SGLang,
-llama-server, Ollama), where each author's model is the server's model named `twin-<author>`.
+llama-server, Ollama), where each author's model is the server's model named `twin-<author>`. With
+`TWIN_SERVE_BACKEND=vllm` a deployment loads its LoRA adapter into vLLM first, as
+`twin-<author>-v<N>`, and a replaced version's adapter is unloaded after its drain (`serving.vllm`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from pathlib import Path
 
 from twin_platform.llm.chat import ChatModel
 from twin_platform.llm.factory import open_chat_model
-from twin_platform.llm.local import BUNDLED_GGUF
+from twin_platform.llm.local import BUNDLED_GGUF, AdapterModel, LocalChatModel
 from twin_platform.llm.options import DEFAULT_MODEL, LOCAL_PROVIDER, LLMOptions
 from twin_platform.llm.smoke_check import check_gguf
+from twin_platform.serving.adapters import adapter_base_model
 from twin_platform.serving.deployments import Deployment, DeploymentStore
+from twin_platform.serving.vllm import VLLMAdapters, VLLMError, adapter_name
 from twin_platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ class Entry:
 class _Loaded:
     model: ChatModel
     version: str
+    adapter: str | None = None  # its LoRA adapter's name on vLLM (TWIN_SERVE_BACKEND=vllm)
     leases: int = 0
     last_used: float = field(default_factory=time.monotonic)
     drained: threading.Event = field(default_factory=threading.Event)
@@ -89,6 +94,13 @@ def served_model_string(value: str, api_base: str | None) -> str:
     return f"{LOCAL_PROVIDER}/{value}"
 
 
+def _same_model(a: str | None, b: str | None) -> bool:
+    """Whether two model ids or paths name the same model (paths compared resolved)."""
+    if not a or not b:
+        return False
+    return a == b or (Path(a).exists() and Path(a).resolve() == Path(b).resolve())
+
+
 def _on_gpu() -> bool:
     """A GPU is there to serve on (checked without importing torch, which the API may not need)."""
     return Path("/dev/nvidiactl").exists()
@@ -103,6 +115,7 @@ class ServedModels:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._refused: dict[str, str] = {}  # author -> a deployment label that failed to load
+        self.vllm = VLLMAdapters.from_settings(settings)
 
     # What is served -------------------------------------------------------------------------------
 
@@ -113,19 +126,22 @@ class ServedModels:
         )
         options = LLMOptions.from_settings(s, model)
         key = s.serve_api_key.get_secret_value() if s.serve_api_key else None
-        return (
-            replace(options, api_base=s.serve_api_base, api_key=key)
-            if s.serve_api_base
-            else options
+        if s.serve_api_base:
+            return replace(options, api_base=s.serve_api_base, api_key=key)
+        return replace(
+            options, adapters=s.serve_adapters, max_adapter_rank=s.serve_max_adapter_rank
         )
 
     def base_version(self) -> str:
         return f"base:{self.settings.serve_model or BUNDLED_GGUF}"
 
     def options(self, deployment: Deployment) -> LLMOptions:
-        """Where a deployment runs: the remote server's `twin-<author>`, a GPU's merged folder, or
-        the quantized GGUF on CPU."""
+        """Where a deployment runs: vLLM's adapter of that version, the remote server's
+        `twin-<author>`, a GPU's merged folder, or the quantized GGUF on CPU."""
         base = self.base_options()
+        if self.vllm is not None:
+            name = adapter_name(deployment.model, deployment.version)
+            return replace(base, model=f"openai/{name}")
         if self.settings.serve_api_base:
             return replace(base, model=f"openai/{deployment.model}")
         local = deployment.hf_path if _on_gpu() or not deployment.gguf else deployment.gguf
@@ -200,6 +216,13 @@ class ServedModels:
         if deployment is None:
             return _Loaded(open_chat_model(self.base_options(), shared=False), self.base_version())
         options = self.options(deployment)
+        if self.vllm is not None:
+            name = self._load_adapter(self.vllm, deployment)
+            return _Loaded(open_chat_model(options, shared=False), deployment.label, name)
+        base = self._adapter_base(deployment)
+        if base is not None:
+            base.load_adapter(deployment.label, deployment.adapter)  # type: ignore[arg-type]
+            return _Loaded(base.with_adapter(deployment.label), deployment.label)
         local = options.model.removeprefix(f"{LOCAL_PROVIDER}/")
         if local.endswith(".gguf"):  # llama.cpp aborts the process on some bad files: try it aside
             problem = check_gguf(local, threads=options.threads)
@@ -207,6 +230,50 @@ class ServedModels:
                 raise RuntimeError(f"{deployment.label} cannot be served: {problem}")
         model = open_chat_model(options, shared=False)
         return _Loaded(model, deployment.label)
+
+    def _adapter_base(self, deployment: Deployment) -> LocalChatModel | None:
+        """The in-process base model, when it can serve this deployment as a LoRA adapter: a batched
+        runtime with an adapter bank (TWIN_SERVE_ADAPTERS), and an adapter trained on that very base
+        (TWIN_SERVE_MODEL); otherwise None, and the merged folder is loaded instead."""
+        if (
+            not deployment.adapter
+            or not self.settings.serve_adapters
+            or self.settings.serve_api_base
+        ):
+            return None
+        if not _same_model(adapter_base_model(deployment.adapter), self.settings.serve_model):
+            return None
+        _, loaded = self._acquire(None)
+        self._release(loaded)  # kept loaded while adapters use it (`_evict`)
+        base = loaded.model
+        if isinstance(base, LocalChatModel) and base.serves_adapters:
+            return base
+        return None
+
+    @staticmethod
+    def _load_adapter(vllm: VLLMAdapters, deployment: Deployment) -> str:
+        """Load the deployment's adapter into vLLM (unless it is there); returns its name there."""
+        if deployment.adapter is None:
+            raise RuntimeError(
+                f"{deployment.label} cannot be served by vLLM: its record names no LoRA adapter"
+                " (a full fine-tune, or recorded before vLLM serving: materialize"
+                " deployed_endpoint again)"
+            )
+        name = adapter_name(deployment.model, deployment.version)
+        vllm.ensure(name, deployment.adapter)
+        return name
+
+    def _unload(self, author: str, name: str | None) -> None:
+        """Unload a replaced or refused version's adapter from vLLM, unless the author's serving
+        model uses it. A failure is logged: it leaves an idle adapter loaded, nothing worse."""
+        with self._lock:
+            serving = self._loaded.get(author)
+        if self.vllm is None or name is None or (serving and serving.adapter == name):
+            return
+        try:
+            self.vllm.unload(name)
+        except VLLMError as exc:
+            log.warning("%s: %s stays loaded on vLLM: %s", author, name, exc)
 
     def _release(self, loaded: _Loaded) -> None:
         with self._lock:
@@ -216,8 +283,11 @@ class ServedModels:
 
     def _evict(self, keep: str) -> None:
         """Close the least recently used idle models beyond `max_loaded` (call under the lock)."""
+        pinned = {keep}
+        if any(isinstance(m.model, AdapterModel) for m in self._loaded.values()):
+            pinned.add(BASE)  # the adapters' base model
         idle = sorted(
-            (k for k, m in self._loaded.items() if k != keep and m.leases == 0),
+            (k for k, m in self._loaded.items() if k not in pinned and m.leases == 0),
             key=lambda k: self._loaded[k].last_used,
         )
         while len(self._loaded) > self.max_loaded and idle:
@@ -247,6 +317,7 @@ class ServedModels:
                 raise RuntimeError("the new model answered the smoke query with nothing")
         except Exception:
             fresh.model.close()
+            self._unload(author, fresh.adapter)
             raise
         smoke_s = time.perf_counter() - started
         with self._lock:
@@ -254,13 +325,19 @@ class ServedModels:
             self._loaded[author] = fresh
             self._evict(keep=author)
         if old is not None:
-            self._retire(old, drain_s)
+            self._retire(old, drain_s, author)
+        elif deployment.previous:  # not loaded here, but maybe on vLLM (loaded before a restart)
+            previous = deployment.previous
+            self._unload(author, adapter_name(previous["model"], previous["version"]))
         return ReloadReport(author, fresh.version, old.version if old else None, load_s, smoke_s)
 
     def refresh(self) -> list[ReloadReport]:
         """Switch every loaded author whose deployment record changed since it was loaded (a
         deployment or rollback by a process without an API key). A record that fails to load is
-        logged once and not retried; the old model keeps serving."""
+        logged once and not retried; the old model keeps serving. On vLLM, adapters it lost in a
+        restart are loaded again."""
+        if self.vllm is not None:
+            self._reload_lost_adapters(self.vllm)
         with self._lock:
             loaded = {a: m.version for a, m in self._loaded.items() if a != BASE}
         reports = []
@@ -282,8 +359,29 @@ class ServedModels:
                 )
         return reports
 
-    def _retire(self, old: _Loaded, drain_s: float) -> None:
-        """Close a replaced model once its last request ends (in the background, bounded)."""
+    def _reload_lost_adapters(self, vllm: VLLMAdapters) -> None:
+        """Load again the adapters of the models loaded here that vLLM no longer has (it keeps
+        runtime-loaded adapters in memory only, so a restart forgets them)."""
+        with self._lock:
+            wanted = {a: (m.adapter, m.version) for a, m in self._loaded.items() if m.adapter}
+        try:
+            present = vllm.loaded() if wanted else {}
+        except VLLMError as exc:
+            log.warning("vLLM's adapters not checked: %s", exc)
+            return
+        for author, (name, version) in wanted.items():
+            current = self.store.get(author)
+            if name in present or current is None or current.label != version:
+                continue  # present, or the record changed: `refresh` switches to the new one
+            try:
+                self._load_adapter(vllm, current)
+                log.info("%s: %s loaded again on vLLM (it had lost it)", author, name)
+            except Exception as exc:
+                log.error("%s: %s could not be loaded again on vLLM: %s", author, name, exc)
+
+    def _retire(self, old: _Loaded, drain_s: float, author: str) -> None:
+        """Close a replaced model once its last request ends (in the background, bounded), then
+        unload its adapter from vLLM."""
 
         def close() -> None:
             with self._lock:
@@ -291,6 +389,7 @@ class ServedModels:
             if not idle and not old.drained.wait(drain_s):
                 log.warning("model %s still busy after %.0f s: closing it", old.version, drain_s)
             old.model.close()
+            self._unload(author, old.adapter)
 
         threading.Thread(target=close, name="retire-model", daemon=True).start()
 

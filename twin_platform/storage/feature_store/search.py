@@ -170,13 +170,24 @@ def common_lexemes(conn: psycopg.Connection, max_share: float) -> set[str]:
     return {lexeme for lexeme, share in zip(row[0], row[1], strict=False) if share > max_share}
 
 
-def word_lexemes(conn: psycopg.Connection, words: Sequence[str]) -> dict[str, frozenset[str]]:
-    """Each word's Postgres lexemes (its English stems)."""
+def word_matches(
+    conn: psycopg.Connection, words: Sequence[str], common: set[str]
+) -> dict[str, int | None]:
+    """How many chunks each word matches (its English stems, as full-text search reads it); None for
+    a word with no stem (a stopword) or only `common` stems, which is never counted.
+
+    A count reads the word's posting list in the GIN index (pages known all-visible are not
+    fetched), so callers keep the counts for a while.
+    """
     rows = conn.execute(
-        "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(%s::text[]) AS w",
-        (list(words),),
+        "SELECT w, CASE WHEN cardinality(lexemes) = 0 OR lexemes <@ %s::text[] THEN NULL ELSE"
+        " (SELECT count(*) FROM embedded_chunks"
+        "  WHERE content_tsv @@ plainto_tsquery('english', w)) END"
+        " FROM (SELECT w, tsvector_to_array(to_tsvector('english', w)) AS lexemes"
+        "  FROM unnest(%s::text[]) AS w) AS words",
+        (sorted(common), list(words)),
     ).fetchall()
-    return {word: frozenset(lexemes or ()) for word, lexemes in rows}
+    return {word: None if matches is None else int(matches) for word, matches in rows}
 
 
 def _chunk(row: tuple[Any, ...], similarity: float | None = None) -> Chunk:
