@@ -10,8 +10,9 @@ Figures: tokens/s counts non-padding tokens; MFU = 6 x parameters x tokens/s / 9
 SXM dense bf16), the convention of the baseline in the environment notes; peak = the most memory
 PyTorch allocated. Gradient accumulation is 1 everywhere so a step is one micro-batch.
 
-  python benchmarks/bench_training_gpu.py --out /tmp/bench           # everything, ~8 min on an H100
-  python benchmarks/bench_training_gpu.py --only sft:1b:project       # one variant
+  python benchmarks/bench_training_gpu.py --out /tmp/bench                  # everything, ~8 min on an H100
+  python benchmarks/bench_training_gpu.py --plan profile --out /tmp/bench   # the profile vs TRL, twice
+  python benchmarks/bench_training_gpu.py --only sft:1b:project              # one variant
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 PEAK_FLOPS = 989e12
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -78,6 +80,27 @@ PLANS: dict[str, list[tuple[str, str, str]]] = {
         ("sft", "1b", "project_noliger"),
         ("sft", "8b", "project_noliger"),
     ],
+    # Padding-free packing (best-fit bins of 2048 tokens, 4 to a micro-batch, flex attention with a
+    # block-diagonal mask) against length-grouped batches and TRL's defaults, interleaved twice.
+    "packed": [
+        (task, size, variant)
+        for _ in range(2)
+        for task, size, variant in (
+            ("sft", "1b", "trl_default"),
+            ("sft", "1b", "grouped"),
+            ("sft", "1b", "packed"),
+            ("sft", "8b", "trl_default"),
+            ("sft", "8b", "packed"),
+            ("sft", "8b", "packed_nockpt"),
+        )
+    ],
+    # The profile as committed against TRL's defaults, interleaved twice.
+    "profile": [
+        ("sft", size, variant)
+        for _ in range(2)
+        for size in ("1b", "8b")
+        for variant in ("trl_default", "project")
+    ],
     # Twice, interleaved: the machine speeds up over a run, so order alone can fake a gain.
     "sft-repeat": [
         (task, size, variant)
@@ -92,7 +115,19 @@ PLANS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-def variant_args(task: str, variant: str, parameters: int) -> dict[str, Any]:
+# Departures from the `full` profile that a variant measures (`project` is the profile as it is).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "grouped": {"packing": False, "group_by_length": True, "per_device_train_batch_size": 8},
+    "packed": {"packing": True, "per_device_train_batch_size": 4},
+    "packed_nockpt": {
+        "packing": True,
+        "per_device_train_batch_size": 4,
+        "gradient_checkpointing": False,
+    },
+}
+
+
+def variant_args(task: str, variant: str, size: str) -> dict[str, Any]:
     """Trainer arguments of a variant: TRL's defaults, or the project's `full` profile."""
     common = {
         "report_to": "none",
@@ -103,17 +138,21 @@ def variant_args(task: str, variant: str, parameters: int) -> dict[str, Any]:
     }
     if variant == "trl_default":
         return common | {"max_length": 2048 if task == "sft" else 1024}
-    sys.path.insert(0, str(ROOT))
-    from twin_platform.training.config import profile, trainer_arguments
+    from twin_platform.training.config import needs_checkpointing, profile, trainer_arguments
 
-    hp = profile("full", task)  # type: ignore[arg-type]
+    hp = profile("full", task, **VARIANTS.get(variant.removesuffix("_noliger"), {}))  # type: ignore[arg-type]
     args = trainer_arguments(
         hp,
-        stage=task,
+        stage=task,  # type: ignore[arg-type]
         output_dir=Path("/tmp/bench-out"),
         on_gpu=True,
         bf16_ok=True,
-        parameters=parameters,
+        gradient_checkpointing=needs_checkpointing(
+            hp,
+            stage=task,
+            model=model_size(size),
+            device_memory=device_memory(),  # type: ignore[arg-type]
+        ),
     )
     args = {
         k: v for k, v in args.items() if k not in {"save_steps", "save_total_limit", "output_dir"}
@@ -125,7 +164,13 @@ def variant_args(task: str, variant: str, parameters: int) -> dict[str, Any]:
     return args
 
 
-def build(size: str):  # type: ignore[no-untyped-def]
+def device_memory() -> int | None:
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory if DEVICE == "cuda" else None
+
+
+def build(size: str, attention: str | None):  # type: ignore[no-untyped-def]
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -133,7 +178,7 @@ def build(size: str):  # type: ignore[no-untyped-def]
     config = LlamaConfig(
         vocab_size=VOCAB, max_position_embeddings=4096, rope_theta=500_000.0, **SHAPES[size]
     )
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = attention or "sdpa"
     torch.set_default_dtype(torch.bfloat16)
     with torch.device(DEVICE):
         model = LlamaForCausalLM(config)
@@ -145,6 +190,22 @@ def build(size: str):  # type: ignore[no-untyped-def]
         tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
     )
     return model, tokenizer
+
+
+def model_size(size: str):  # type: ignore[no-untyped-def]
+    """Parameters, layers and width of a Llama shape, counted on the meta device (nothing allocated)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from twin_platform.training.config import ModelSize
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, **SHAPES[size]))
+    return ModelSize(
+        parameters=sum(p.numel() for p in model.parameters()),
+        layers=SHAPES[size]["num_hidden_layers"],
+        hidden=SHAPES[size]["hidden_size"],
+    )
 
 
 def sft_dataset(n: int, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -188,9 +249,10 @@ def worker(task: str, size: str, variant: str, warmup: int, steps: int) -> dict[
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    model, tokenizer = build(size)
-    n_params = sum(p.numel() for p in model.parameters())
-    args = variant_args(task, variant, n_params)
+    n_params = model_size(size).parameters
+    args = variant_args(task, variant, size)
+    attention = "flex_attention" if args.get("packing") and DEVICE == "cuda" else None
+    model, tokenizer = build(size, attention)
     if DEVICE != "cuda":
         args |= {"bf16": False, "optim": "adamw_torch", "use_cpu": True}
     bs = args.get("per_device_train_batch_size", 8)

@@ -179,4 +179,6 @@ def test_an_export_in_the_inbox_becomes_a_deployed_twin(tiny_platform: Path) -> 
     deployment = DeploymentStore(settings.deployments_dir).get(AUTHOR)
     assert deployment is not None and deployment.version == production.version
     assert deployment.gguf is not None and Path(deployment.gguf).stat().st_size > 0
-    assert seconds < 240, f"export to deployment took {seconds:.0f} s"
+    # About 140 s on a quiet 2-core machine and 310 s on a slow one: the bound catches a stall or a
+    # loop of runs, not a slow machine.
+    assert seconds < 480, f"export to deployment took {seconds:.0f} s"

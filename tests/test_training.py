@@ -24,7 +24,10 @@ from twin_platform.registry import CANDIDATE, ModelRegistry, model_name
 from twin_platform.settings import load_settings
 from twin_platform.training.config import (
     ALL_LINEAR,
+    ModelSize,
     TrainingConfig,
+    attention_implementation,
+    needs_checkpointing,
     plan_run,
     profile,
     trainer_arguments,
@@ -165,6 +168,25 @@ def test_sft_loss_falls_and_merged_model_reloads(
     )
 
 
+def test_packed_sft_trains_through_the_runner(
+    tiny_base: Path, data_dirs: dict[str, Path], twin_home: Path
+) -> None:
+    """The `full` profile's packing, on the runner's own path (SDPA on a CPU, flex on a GPU)."""
+    from twin_platform.training import sft
+
+    config = tiny_config(
+        "sft",
+        tiny_base,
+        data_dirs["sft"],
+        twin_home / "runs" / "sft-packed",
+        packing=True,
+        per_device_train_batch_size=2,
+    )
+    result = sft.train(config)
+    assert result.metrics["steps"] == 8
+    assert result.metrics["final_loss"] < 0.7 * result.metrics["first_loss"]
+
+
 def test_same_config_reuses_the_finished_run(
     sft_run: tuple[TrainingConfig, TrainingResult],
 ) -> None:
@@ -199,6 +221,7 @@ def test_training_uses_the_serving_chat_template(
         config=config,
         on_gpu=False,
         bf16_ok=False,
+        gradient_checkpointing=False,
         output_dir=tmp_path / "ckpt",
         callbacks=[],
     )
@@ -388,7 +411,7 @@ def test_profiles_hold_the_reference_recipe() -> None:
         sft.warmup_steps,
     ) == (3e-4, 3, 2048, 0.01, 10)
     assert (
-        sft.per_device_train_batch_size * sft.gradient_accumulation_steps == 16
+        sft.per_device_train_batch_size * sft.gradient_accumulation_steps == 16  # packed rows
         and sft.lr_scheduler_type == "linear"
     )
     assert (dpo.beta, dpo.learning_rate, dpo.num_train_epochs, dpo.max_length) == (
@@ -397,25 +420,68 @@ def test_profiles_hold_the_reference_recipe() -> None:
         1,
         1024,
     )
-    cpu = trainer_arguments(
-        sft, stage="sft", output_dir=Path("x"), on_gpu=False, bf16_ok=False, parameters=10**8
-    )
+
+    def arguments(hp: Any, stage: str = "sft", *, on_gpu: bool = True) -> dict[str, Any]:
+        return trainer_arguments(
+            hp,
+            stage=stage,  # type: ignore[arg-type]
+            output_dir=Path("x"),
+            on_gpu=on_gpu,
+            bf16_ok=on_gpu,
+            gradient_checkpointing=on_gpu,
+        )
+
+    cpu = arguments(sft, on_gpu=False)
     assert (
         cpu["bf16"] is False and cpu["optim"] == "adamw_torch" and cpu["use_liger_kernel"] is False
     )
-    gpu_8b = trainer_arguments(
-        sft, stage="sft", output_dir=Path("x"), on_gpu=True, bf16_ok=True, parameters=8 * 10**9
-    )
-    assert (
-        gpu_8b["bf16"]
-        and gpu_8b["gradient_checkpointing"]
-        and gpu_8b["train_sampling_strategy"] == "group_by_length"
-    )
+    gpu = arguments(sft)
+    assert gpu["bf16"] and gpu["gradient_checkpointing"]
+    # The profile packs: one flat row per micro-batch of a fixed length, read by flex attention.
+    assert gpu["packing"] and gpu["packing_strategy"] == "bfd"
+    assert gpu["pad_to_multiple_of"] == sft.per_device_train_batch_size * sft.max_length
+    assert gpu["train_sampling_strategy"] == "random"
+    assert attention_implementation(sft, on_gpu=True) == "flex_attention"
+    assert attention_implementation(sft, on_gpu=False) is None
+    grouped = profile("full", "sft", packing=False)
+    assert arguments(grouped)["train_sampling_strategy"] == "group_by_length"
+    assert "packing_strategy" not in arguments(grouped)
+    assert attention_implementation(grouped, on_gpu=True) is None
+    dpo_args = arguments(dpo, "dpo")
+    assert "packing" not in dpo_args  # DPOConfig has no packing field
     assert (
         profile("full", "sft", lora={"r": 16}).lora.alpha == 32
     )  # partial overrides keep the rest
     with pytest.raises(ValueError, match="unknown training profile"):
         profile("huge", "sft")  # type: ignore[arg-type]
+
+
+H200 = 143_771 * 2**20
+H100 = 80 * 10**9
+LLAMA_1B = ModelSize(parameters=1_235_814_400, layers=16, hidden=2048)
+LLAMA_8B = ModelSize(parameters=8_030_261_248, layers=32, hidden=4096)
+
+
+@pytest.mark.parametrize(
+    ("stage", "model", "device_memory", "expected"),
+    [
+        ("sft", LLAMA_1B, H100, False),  # 17.5 GiB measured without checkpointing
+        ("sft", LLAMA_8B, H200, False),  # 70 GiB measured: fits an H200
+        ("sft", LLAMA_8B, H100, True),  # ... but not an 80 GB card
+        ("dpo", LLAMA_1B, H100, False),  # 33.8 GiB measured at 8 pairs of 1,024 tokens
+        ("dpo", LLAMA_8B, H200, True),
+        ("sft", LLAMA_8B, None, False),  # CPU: memory is not the limit
+    ],
+)
+def test_checkpointing_only_when_activations_outgrow_the_gpu(
+    stage: str, model: ModelSize, device_memory: int | None, expected: bool
+) -> None:
+    hp = profile("full", stage)  # type: ignore[arg-type]
+    assert (
+        needs_checkpointing(hp, stage=stage, model=model, device_memory=device_memory) is expected
+    )  # type: ignore[arg-type]
+    forced = profile("full", stage, gradient_checkpointing=True)  # type: ignore[arg-type]
+    assert needs_checkpointing(forced, stage=stage, model=model, device_memory=device_memory)  # type: ignore[arg-type]
 
 
 def test_plan_run_keys_output_by_inputs(tmp_path: Path) -> None:
@@ -551,3 +617,42 @@ def test_a_model_trained_from_the_bundled_base_converts_to_a_gguf_llama_cpp_serv
     }
     assert vocabulary == {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm"}
     assert check_gguf(str(gguf)) is None
+
+
+@pytest.mark.parametrize(
+    "attention", ["sdpa", pytest.param("flex_attention", marks=pytest.mark.slow)]
+)
+def test_packed_sequences_do_not_attend_to_each_other(attention: str) -> None:
+    """The `full` profile packs several rows into one: each must see only itself, as if alone."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model = LlamaForCausalLM._from_config(config, attn_implementation=attention).eval()
+    rows = [torch.randint(3, 256, (n,)).tolist() for n in (7, 9, 5)]
+    # As SFTTrainer collates a packed micro-batch: one flat row, padded to the profile's fixed length.
+    collate = DataCollatorForLanguageModeling(
+        pad_token_id=0, padding_free=True, pad_to_multiple_of=32
+    )
+    batch = collate([{"input_ids": row} for row in rows])
+    assert batch["input_ids"].shape == (1, 32) and "attention_mask" not in batch
+    with torch.no_grad():
+        packed = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits[0]
+        start = 0
+        for row in rows:
+            alone = model(input_ids=torch.tensor([row])).logits[0]
+            torch.testing.assert_close(
+                packed[start : start + len(row)], alone, atol=1e-5, rtol=1e-4
+            )
+            start += len(row)

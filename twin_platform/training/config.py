@@ -2,13 +2,13 @@
 
 Profiles:
 - `full` (GPU) is the reference recipe (LLM Engineer's Handbook): SFT with LoRA r=32/alpha=32 on all
-  linear layers, lr 3e-4, 3 epochs, effective batch 16, weight decay 0.01, linear schedule, 10 warmup
-  steps, max length 2048; DPO with beta 0.5, lr 2e-6, 1 epoch, max length 1024. Measured departures
-  for speed (benchmarks/results/training_gpu.md, H100): micro-batch 8 x accumulation 2 instead of
-  2 x 8; length-grouped batches instead of packing (no padding waste, no attention across packed
-  sequences, PyTorch's flash SDPA kernel stays usable); gradient checkpointing only for models over
-  3B parameters; fused AdamW instead of 8-bit AdamW (a LoRA optimizer state is tiny). Liger's fused
-  kernels are an option (`use_liger_kernel`): they cut peak memory but did not raise throughput there.
+  linear layers, lr 3e-4, 3 epochs, packed rows of 2048 tokens, effective batch 16 rows, weight decay
+  0.01, linear schedule, 10 warmup steps; DPO with beta 0.5, lr 2e-6, 1 epoch, max length 1024.
+  Measured departures for speed (benchmarks/results/training_gpu.md, H200): micro-batch 4 x
+  accumulation 4 instead of 2 x 8; best-fit packing without padding, read by flex attention with a
+  block-diagonal mask (no attention across packed sequences); gradient checkpointing only when the
+  activations would not fit the GPU; fused AdamW instead of 8-bit AdamW (a LoRA optimizer state is
+  tiny). Liger's fused kernels are an option (`use_liger_kernel`).
 - `quick` (CPU) trains the same way for a bounded number of steps on short sequences, with a
   higher learning rate, so the whole graph runs inside `make run` in minutes on two cores.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,9 +29,11 @@ Stage = Literal["sft", "dpo"]
 Method = Literal["lora", "qlora", "full"]
 ProfileName = Literal["quick", "full"]
 
-# Above this size, activations of a micro-batch of 8 x 2048 tokens outgrow an 80 GB GPU without
-# gradient checkpointing (measured: 1B shape 35 GB without it; 8B shape 45 GB at micro-batch 2).
-AUTO_CHECKPOINTING_PARAMS = 3e9
+# Activation memory without gradient checkpointing, in bytes per token, layer and hidden unit (bf16
+# LoRA on Llama shapes, measured on an H200: 1B 17.5 GiB and 8B 70 GiB peak at 8,192 tokens).
+ACTIVATION_BYTES = 64
+# Checkpointing stays off while weights plus activations fit in this share of the GPU's memory.
+DEVICE_MEMORY_SHARE = 0.9
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -61,11 +64,16 @@ class Hyperparameters(BaseModel):
     lr_scheduler_type: str = "linear"
     warmup_steps: int = Field(default=10, ge=0)
     max_length: int = Field(default=2048, ge=16)
-    packing: bool = False
-    group_by_length: bool = True
+    packing: bool = Field(
+        default=False,
+        description="SFT only: best-fit packing without padding (flex attention on a GPU).",
+    )
+    group_by_length: bool = Field(
+        default=True, description="SFT without packing: batches of similar lengths."
+    )
     gradient_checkpointing: bool | None = Field(
         default=None,
-        description=f"None: on for models over {AUTO_CHECKPOINTING_PARAMS / 1e9:.0f}B parameters.",
+        description="None: on only when the activations would not fit the GPU's memory.",
     )
     use_liger_kernel: bool = Field(
         default=False, description="Liger's fused Triton kernels (GPU only, liger-kernel)."
@@ -83,7 +91,14 @@ class Hyperparameters(BaseModel):
 
 PROFILES: dict[ProfileName, dict[Stage, Hyperparameters]] = {
     "full": {
-        "sft": Hyperparameters(learning_rate=3e-4, num_train_epochs=3, max_length=2048),
+        "sft": Hyperparameters(
+            learning_rate=3e-4,
+            num_train_epochs=3,
+            max_length=2048,
+            packing=True,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=4,
+        ),
         "dpo": Hyperparameters(learning_rate=2e-6, num_train_epochs=1, max_length=1024, beta=0.5),
     },
     # Chosen on the sample author on 2 CPU cores (benchmarks/results/quick_profile.md): about two
@@ -168,6 +183,33 @@ class TrainingConfig(BaseModel):
         return cls.model_validate(json.loads(text))
 
 
+@dataclass(frozen=True)
+class ModelSize:
+    """What a model's training memory depends on."""
+
+    parameters: int
+    layers: int
+    hidden: int
+
+
+def needs_checkpointing(
+    hp: Hyperparameters, *, stage: Stage, model: ModelSize, device_memory: int | None
+) -> bool:
+    """Gradient checkpointing recomputes the forward pass (about a third more work): use it only
+    when weights plus the activations of the largest micro-batch would not fit the GPU.
+
+    `device_memory` is the GPU's memory in bytes, None on a CPU (where memory is not the limit).
+    """
+    if hp.gradient_checkpointing is not None:
+        return hp.gradient_checkpointing
+    if device_memory is None:
+        return False
+    rows = 2 if stage == "dpo" else 1  # a DPO row is a chosen and a rejected sequence
+    tokens = rows * hp.per_device_train_batch_size * hp.max_length
+    estimate = 2 * model.parameters + ACTIVATION_BYTES * tokens * model.layers * model.hidden
+    return estimate > DEVICE_MEMORY_SHARE * device_memory
+
+
 def trainer_arguments(
     hp: Hyperparameters,
     *,
@@ -175,7 +217,7 @@ def trainer_arguments(
     output_dir: Path,
     on_gpu: bool,
     bf16_ok: bool,
-    parameters: int = 0,
+    gradient_checkpointing: bool,
 ) -> dict[str, Any]:
     """Keyword arguments for TRL's SFTConfig/DPOConfig (shared TrainingArguments fields).
 
@@ -185,7 +227,17 @@ def trainer_arguments(
     """
     optim = hp.optim if on_gpu or "fused" not in hp.optim else "adamw_torch"
     grouped = hp.group_by_length and not hp.packing and stage == "sft"
-    return {
+    packing = {}
+    if stage == "sft":
+        packing = {"packing": hp.packing}
+        if hp.packing:
+            # One flat row per micro-batch, padded to a fixed length so that the compiled flex
+            # attention kernel sees a single shape (best-fit bins are nearly full: little padding).
+            packing |= {
+                "packing_strategy": "bfd",
+                "pad_to_multiple_of": hp.per_device_train_batch_size * hp.max_length,
+            }
+    return packing | {
         "output_dir": str(output_dir),
         "learning_rate": hp.learning_rate,
         "num_train_epochs": hp.num_train_epochs,
@@ -197,11 +249,7 @@ def trainer_arguments(
         "lr_scheduler_type": hp.lr_scheduler_type,
         "warmup_steps": hp.warmup_steps,
         "max_length": hp.max_length,
-        "gradient_checkpointing": (
-            parameters > AUTO_CHECKPOINTING_PARAMS
-            if hp.gradient_checkpointing is None
-            else hp.gradient_checkpointing
-        ),
+        "gradient_checkpointing": gradient_checkpointing,
         "use_liger_kernel": hp.use_liger_kernel and on_gpu,
         "train_sampling_strategy": "group_by_length" if grouped else "random",
         "bf16": on_gpu and bf16_ok,
@@ -216,6 +264,16 @@ def trainer_arguments(
         "save_total_limit": 2,
         "include_num_input_tokens_seen": "non_padding",
     }
+
+
+def attention_implementation(hp: Hyperparameters, *, on_gpu: bool) -> str | None:
+    """The attention kernel a run loads its model with; None keeps the model's default (SDPA).
+
+    Packing puts several sequences in one row. Flex attention turns their boundaries into a
+    block-diagonal mask and skips the blocks between sequences, so nothing attends across them;
+    SDPA would need a dense mask over the whole row and compute every block.
+    """
+    return "flex_attention" if hp.packing and on_gpu else None
 
 
 def plan_run(

@@ -25,6 +25,7 @@ def make_trainer(
     config: TrainingConfig,
     on_gpu: bool,
     bf16_ok: bool,
+    gradient_checkpointing: bool,
     output_dir: Path,
     callbacks: list[Any],
 ) -> Any:
@@ -32,7 +33,14 @@ def make_trainer(
 
     hp = config.hyperparameters
     args = DPOConfig(
-        **trainer_arguments(hp, stage="dpo", output_dir=output_dir, on_gpu=on_gpu, bf16_ok=bf16_ok),
+        **trainer_arguments(
+            hp,
+            stage="dpo",
+            output_dir=output_dir,
+            on_gpu=on_gpu,
+            bf16_ok=bf16_ok,
+            gradient_checkpointing=gradient_checkpointing,
+        ),
         beta=hp.beta,
         report_to=config.report_to,
         run_name=config.run_name,

@@ -30,7 +30,13 @@ from typing import Any
 
 from twin_platform.fsutil import publishing, write_atomic
 from twin_platform.reporting import key_value_table
-from twin_platform.training.config import Hyperparameters, TrainingConfig
+from twin_platform.training.config import (
+    Hyperparameters,
+    ModelSize,
+    TrainingConfig,
+    attention_implementation,
+    needs_checkpointing,
+)
 from twin_platform.training.data import dataset_version, load_dataset
 from twin_platform.training.recovery import (
     PARENT_PID_ENV,
@@ -151,6 +157,8 @@ def load_model(config: TrainingConfig, on_gpu: bool, bf16_ok: bool):  # type: ig
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if on_gpu and bf16_ok else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
+    if attention := attention_implementation(hp, on_gpu=on_gpu):
+        kwargs["attn_implementation"] = attention
     if hp.method == "qlora":
         if not on_gpu:
             raise TrainingError(
@@ -234,6 +242,16 @@ def _run(
         reporter.info("FSDP needs GPUs: on CPU accelerate runs the processes as DDP (gloo)")
     start_wandb(config)
     model, tokenizer = load_model(config, on_gpu, bf16_ok)
+    checkpointing = needs_checkpointing(
+        hp,
+        stage=config.stage,
+        model=ModelSize(
+            parameters=model.num_parameters(),
+            layers=model.config.num_hidden_layers,
+            hidden=model.config.hidden_size,
+        ),
+        device_memory=torch.cuda.get_device_properties(0).total_memory if on_gpu else None,
+    )
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     last = last_complete_checkpoint(checkpoints, clean=is_main_process())
@@ -250,6 +268,7 @@ def _run(
         config=config,
         on_gpu=on_gpu,
         bf16_ok=bf16_ok,
+        gradient_checkpointing=checkpointing,
         output_dir=checkpoints,
         callbacks=[progress_callback(reporter), *callbacks],
     )

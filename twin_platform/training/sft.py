@@ -25,6 +25,7 @@ def make_trainer(
     config: TrainingConfig,
     on_gpu: bool,
     bf16_ok: bool,
+    gradient_checkpointing: bool,
     output_dir: Path,
     callbacks: list[Any],
 ) -> Any:
@@ -32,8 +33,14 @@ def make_trainer(
 
     hp = config.hyperparameters
     args = SFTConfig(
-        **trainer_arguments(hp, stage="sft", output_dir=output_dir, on_gpu=on_gpu, bf16_ok=bf16_ok),
-        packing=hp.packing,
+        **trainer_arguments(
+            hp,
+            stage="sft",
+            output_dir=output_dir,
+            on_gpu=on_gpu,
+            bf16_ok=bf16_ok,
+            gradient_checkpointing=gradient_checkpointing,
+        ),
         report_to=config.report_to,
         run_name=config.run_name,
         dataloader_pin_memory=on_gpu,
