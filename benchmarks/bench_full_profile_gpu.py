@@ -9,6 +9,8 @@ a GPU at the 1B scale on the data pipeline's real output, and how far one recipe
 not a measure of voice quality. Inputs are copied here from a `make run` TWIN_HOME:
 
     python benchmarks/bench_full_profile_gpu.py --copy-inputs .twin build/device/full_profile
+    # or, without a `make run` home: the sample author's paragraphs in the pipeline's formats
+    python benchmarks/bench_full_profile_gpu.py --synthetic-inputs build/device/full_profile
     # on the GPU machine (wheels for trl, datasets, pydantic carried as the device README says):
     python3 benchmarks/bench_full_profile_gpu.py --inputs build/device/full_profile --out $OUT
 """
@@ -59,6 +61,52 @@ def copy_inputs(home: Path, target: Path) -> None:
         shutil.copy(tokenizer / name, target / "tokenizer" / name)
 
 
+def synthetic_inputs(target: Path, seed: int = 0) -> None:
+    """Datasets in the pipeline's formats without a `make run`: answers are runs of the sample
+    author's own paragraphs (400 SFT rows of 1-6 paragraphs, 64 preference pairs whose rejected
+    answer is a cut-off other paragraph), and the bundled model's tokenizer."""
+    import random
+    import re
+
+    from twin_platform.models.base_model import bundled_tokenizer_folder
+    from twin_platform.prompts import chat_messages
+
+    paragraphs = [
+        " ".join(p.split())
+        for f in sorted((ROOT / "data" / "sample").rglob("*"))
+        if f.suffix in {".md", ".html", ".txt", ".json"}
+        for p in re.split(r"\n\s*\n", re.sub(r"<[^>]+>", " ", f.read_text(errors="ignore")))
+        if len(p.split()) > 25
+    ]
+    rng = random.Random(seed)
+
+    def instruction(i: int) -> dict[str, Any]:
+        answer = " ".join(rng.sample(paragraphs, k=rng.randint(1, 6)))
+        return {
+            "messages": chat_messages(
+                f"Write about {answer.split()[3]} ({i})", "ada-quill", answer=answer
+            )
+        }
+
+    def preference(i: int) -> dict[str, Any]:
+        chosen, other = rng.sample(paragraphs, k=2)
+        return {
+            "prompt": chat_messages(f"Write about {chosen.split()[2]} ({i})", "ada-quill"),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": other[: len(other) // 3]}],
+        }
+
+    for kind, make, sizes in (
+        ("instruction", instruction, {"train": 400, "test": 24}),
+        ("preference", preference, {"train": 64, "test": 16}),
+    ):
+        (target / kind).mkdir(parents=True, exist_ok=True)
+        for split, n in sizes.items():
+            lines = (json.dumps(make(i)) + "\n" for i in range(n))
+            (target / kind / f"{split}.jsonl").write_text("".join(lines))
+    bundled_tokenizer_folder(target / "tokenizer")
+
+
 def random_base(tokenizer_dir: Path, folder: Path, shape: dict[str, Any]) -> int:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -96,6 +144,9 @@ def preference_pairs(dataset: Path) -> list[Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copy-inputs", nargs=2, type=Path, metavar=("TWIN_HOME", "TARGET"))
+    parser.add_argument(
+        "--synthetic-inputs", type=Path, metavar="TARGET", help="write synthetic inputs instead"
+    )
     parser.add_argument("--inputs", type=Path, help="what --copy-inputs wrote")
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--work", type=Path, default=Path("/tmp/full-profile"))
@@ -105,6 +156,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.copy_inputs:
         copy_inputs(*args.copy_inputs)
+        return
+    if args.synthetic_inputs:
+        synthetic_inputs(args.synthetic_inputs)
         return
     import torch
 
