@@ -127,8 +127,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def variant_args(task: str, variant: str, size: str) -> dict[str, Any]:
-    """Trainer arguments of a variant: TRL's defaults, or the project's `full` profile."""
+def variant_args(task: str, variant: str, size: str) -> tuple[dict[str, Any], str | None]:
+    """Trainer arguments and attention kernel of a variant: TRL's defaults, or the project's `full`
+    profile."""
     common = {
         "report_to": "none",
         "save_strategy": "no",
@@ -137,8 +138,13 @@ def variant_args(task: str, variant: str, size: str) -> dict[str, Any]:
         "gradient_accumulation_steps": 1,
     }
     if variant == "trl_default":
-        return common | {"max_length": 2048 if task == "sft" else 1024}
-    from twin_platform.training.config import needs_checkpointing, profile, trainer_arguments
+        return common | {"max_length": 2048 if task == "sft" else 1024}, None
+    from twin_platform.training.config import (
+        attention_implementation,
+        needs_checkpointing,
+        profile,
+        trainer_arguments,
+    )
 
     hp = profile("full", task, **VARIANTS.get(variant.removesuffix("_noliger"), {}))  # type: ignore[arg-type]
     args = trainer_arguments(
@@ -161,7 +167,7 @@ def variant_args(task: str, variant: str, size: str) -> dict[str, Any]:
         args["per_device_train_batch_size"] = 2
     if variant.endswith("_noliger"):
         args["use_liger_kernel"] = False
-    return args
+    return args, attention_implementation(hp, on_gpu=DEVICE == "cuda")
 
 
 def device_memory() -> int | None:
@@ -250,8 +256,7 @@ def worker(task: str, size: str, variant: str, warmup: int, steps: int) -> dict[
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     n_params = model_size(size).parameters
-    args = variant_args(task, variant, size)
-    attention = "flex_attention" if args.get("packing") and DEVICE == "cuda" else None
+    args, attention = variant_args(task, variant, size)
     model, tokenizer = build(size, attention)
     if DEVICE != "cuda":
         args |= {"bf16": False, "optim": "adamw_torch", "use_cpu": True}

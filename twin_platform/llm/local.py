@@ -133,9 +133,7 @@ class LocalChatModel:
         """Serve the PEFT LoRA adapter in `folder` as `name` beside the base model (batched runtime
         with an adapter bank only); requests choose it with `adapter=name`."""
         if self._bank is None:
-            raise AdapterError(
-                f"{self.name} serves no adapters (TWIN_SERVE_GPU_ADAPTERS, batching)"
-            )
+            raise AdapterError(f"{self.name} serves no adapters (TWIN_SERVE_ADAPTERS, batching)")
         self._bank.load(name, folder)
 
     def unload_adapter(self, name: str) -> None:
