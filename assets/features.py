@@ -176,14 +176,20 @@ def _index_policy(s: Settings) -> hnsw.IndexPolicy:
             s.hnsw_build_memory, s.hnsw_build_workers, embedded=s.database_url is None
         ),
         bulk_load_rows=s.hnsw_bulk_load_rows,
+        author_index_rows=s.hnsw_author_index_rows,
     )
 
 
 def _log_index_build(context: dg.AssetExecutionContext, index: hnsw.BuildReport) -> None:
+    if not index.built:
+        context.log.info("HNSW index %s dropped (%s)", index.index, index.reason)
+        return
     context.log.info(
-        "HNSW index built (%s): %d rows in %.0f s, maintenance_work_mem %d MB for a %d MB graph,"
-        " %d parallel workers, %d MB on disk",
+        "HNSW index %s built (%s%s): %d rows in %.0f s, maintenance_work_mem %d MB for a %d MB"
+        " graph, %d parallel workers, %d MB on disk",
+        index.index,
         index.reason,
+        f", author {index.author}" if index.author else "",
         index.rows,
         index.seconds,
         index.memory_bytes // 2**20,
@@ -219,7 +225,8 @@ def embedded_chunks(
 
     def log_build(p: hnsw.BuildProgress) -> None:
         context.log.info(
-            "HNSW build: %s, %d of %d tuples (%.0f%%) after %.0f s",
+            "HNSW build of %s: %s, %d of %d tuples (%.0f%%) after %.0f s",
+            p.index,
             p.phase,
             p.tuples_done,
             p.tuples_expected,
@@ -248,8 +255,9 @@ def embedded_chunks(
         result.deleted,
     )
     index = result.index
-    if index is not None and index.built:
-        _log_index_build(context, index)
+    shared = [index] if index is not None and index.built else []
+    for report in shared + result.author_indexes:
+        _log_index_build(context, report)
     return dg.MaterializeResult(
         metadata={
             "embedded": result.embedded,
@@ -266,6 +274,7 @@ def embedded_chunks(
             "index_deferred": result.index_deferred,
             "index_built": bool(index and index.built),
             "index_seconds": round(index.seconds, 1) if index else 0.0,
+            "author_indexes_built": sum(r.built for r in result.author_indexes),
             "table": "embedded_chunks",
         }
         | counts

@@ -126,6 +126,7 @@ class Config:
     description: str
     env: dict[str, str]
     words: tuple[int, int] = QUESTION
+    authored: bool = False  # each request names its author (request i: author i mod 10)
 
 
 CONFIGS = {
@@ -141,6 +142,12 @@ CONFIGS = {
     "cap500": Config(
         "as default, the full-text arm ranks at most 500 matches",
         {"TWIN_RAG_LEXICAL_MAX_MATCHES": "500"},
+    ),
+    "author": Config(
+        "as default, each request for one author of ten (a twin's own retrieval)", {}, authored=True
+    ),
+    "author-ef200": Config(
+        "as author, ef_search 200", {"TWIN_HNSW_EF_SEARCH": "200"}, authored=True
     ),
 }
 
@@ -257,9 +264,10 @@ def write_corpus(url: str, rows: int, marker: Path) -> float:
 
 
 def build_corpus(url: str, rows: int, marker: Path) -> float:
-    """The corpus (`write_corpus`) with the HNSW index of the TWIN_HNSW_* settings, built as the
-    pipeline builds it (memory and workers the embedded server grants, progress printed) if it is
-    missing or defined otherwise. Returns the seconds spent on both."""
+    """The corpus (`write_corpus`) with the HNSW indexes of the TWIN_HNSW_* settings (the shared
+    one, and each author's own under TWIN_HNSW_AUTHOR_INDEX_ROWS), built as the pipeline builds
+    them (memory and workers the embedded server grants, progress printed) where missing or
+    defined otherwise. Returns the seconds spent."""
     from twin_platform.servers.postgres import index_build_budget
     from twin_platform.settings import load_settings
     from twin_platform.storage.feature_store import hnsw
@@ -270,16 +278,24 @@ def build_corpus(url: str, rows: int, marker: Path) -> float:
     seconds = write_corpus(url, rows, marker)
     with connect(url) as conn:
         budget = index_build_budget(s.hnsw_build_memory, s.hnsw_build_workers)
-        report = hnsw.ensure_index(conn, spec, budget, print_progress)
-    if report.built:
-        print(f"  HNSW {spec}: {report.seconds:.0f} s, {report.index_bytes / 2**20:.0f} MB")
-    return seconds + report.seconds
+        reports = [hnsw.ensure_index(conn, spec, budget, print_progress)]
+        reports += hnsw.ensure_author_indexes(
+            conn, spec, budget, s.hnsw_author_index_rows, print_progress
+        )
+    for report in reports:
+        if report.built:
+            print(
+                f"  {report.index} {spec}: {report.seconds:.0f} s, {report.index_bytes / 2**20:.0f} MB"
+            )
+        elif report.reason != "up to date":
+            print(f"  {report.index}: dropped ({report.reason})")
+    return seconds + sum(report.seconds for report in reports)
 
 
 def print_progress(p: Any) -> None:
     """An HNSW build's progress (`hnsw.BuildProgress`), one line per reading."""
     print(
-        f"  HNSW build: {p.phase}, {p.tuples_done:,} of {p.tuples_expected:,} tuples"
+        f"  HNSW build of {p.index}: {p.phase}, {p.tuples_done:,} of {p.tuples_expected:,} tuples"
         f" ({p.percent:.0f}%) after {p.seconds:.0f} s",
         flush=True,
     )
@@ -356,10 +372,18 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 300) 
     raise SystemExit("server not ready in time")
 
 
+def request_bodies(queries: list[str], authored: bool) -> list[dict[str, Any]]:
+    """`POST /retrieve` bodies, k = 5; `authored`: request i names author i mod 10."""
+    return [
+        {"query": query, "k": 5} | ({"author": AUTHORS[i % len(AUTHORS)]} if authored else {})
+        for i, query in enumerate(queries)
+    ]
+
+
 async def drive(
-    url: str, queries: list[str], concurrency: int
+    url: str, bodies: list[dict[str, Any]], concurrency: int
 ) -> tuple[list[float], int, float, list[str]]:
-    """Send every query with `concurrency` requests in flight; returns latencies (ms), errors, seconds.
+    """Send every request body with `concurrency` requests in flight; returns latencies (ms), errors, seconds.
 
     aiohttp rather than httpx: the load shares the 2 cores with the server, and aiohttp spends about
     a third of httpx's CPU per request.
@@ -368,7 +392,7 @@ async def drive(
 
     latencies: list[float] = []
     errors: list[str] = []
-    cursor = iter(queries)
+    cursor = iter(bodies)
     connector = aiohttp.TCPConnector(limit=concurrency)
     headers = {"Authorization": f"Bearer {KEY}"}
     timeout = aiohttp.ClientTimeout(total=30)
@@ -377,10 +401,10 @@ async def drive(
     ) as client:
 
         async def worker() -> None:
-            for query in cursor:
+            for body in cursor:
                 started = time.perf_counter()
                 try:
-                    async with client.post("/retrieve", json={"query": query, "k": 5}) as response:
+                    async with client.post("/retrieve", json=body) as response:
                         body = await response.json(content_type=None)
                         if response.status != 200 or not body["sources"]:
                             errors.append(f"{response.status}: {str(body)[:100]}")
@@ -462,11 +486,12 @@ def main() -> None:
     for name in args.configs.split(","):
         config = CONFIGS[name]
         queries = make_queries(args.warmup + args.requests, config.words)
+        bodies = request_bodies(queries, config.authored)
         proc = start_server(args.home, args.port, config.env)
         url = f"http://127.0.0.1:{args.port}"
         try:
             wait_ready(url, proc)
-            asyncio.run(drive(url, queries[: args.warmup], args.concurrency))
+            asyncio.run(drive(url, bodies[: args.warmup], args.concurrency))
             since = time.time()
             cpu_before = [
                 cpu_seconds("postgres"),
@@ -475,7 +500,7 @@ def main() -> None:
                 machine_cpu_seconds(),
             ]
             latencies, errors, seconds, samples = asyncio.run(
-                drive(url, queries[args.warmup :], args.concurrency)
+                drive(url, bodies[args.warmup :], args.concurrency)
             )
             cpu_after = [
                 cpu_seconds("postgres"),

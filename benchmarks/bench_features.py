@@ -7,6 +7,9 @@ and the very same chunk texts through the bare torch `model.encode`; rounds alte
 runs first, so that load from other processes weighs on both alike. Then a re-run with nothing new,
 and one after editing 5% of the documents.
 
+`encoders`: the CPU encoders alone (float32 torch, torch-bf16, onnx) on the throughput corpus's
+chunks, interleaved: speed and the lowest cosine of any chunk to float32's vector.
+
 `bulk`: the embedding stage at scale. `--chunks` chunks (synthetic texts of 20-230 words) are
 written straight into `chunks` (cleaning and chunking 1M documents is not what is measured), then
 `sync_embeddings` embeds them as the asset does: keyset pages, the HNSW index dropped for the bulk
@@ -387,6 +390,67 @@ def throughput(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def encoders(args: argparse.Namespace) -> list[str]:
+    """Each CPU encoder on the same chunk texts, against float32 torch `encode`: speed (rounds
+    alternate the order) and the lowest cosine of any chunk to float32's vector."""
+    from twin_platform.features import pipeline
+    from twin_platform.features.cleaning import clean
+    from twin_platform.features.embedding import ExportError, PrecisionError
+    from twin_platform.features.encoders import load_pipeline_embedder
+    from twin_platform.settings import load_settings
+
+    model = model_folder(args.model, args.random_weights)
+    chunker = pipeline.build_chunker(model)
+    texts = [
+        c.content
+        for d in corpus("bench", args.documents)
+        for c in chunker.chunk(d.url, d.category.value, clean(d.content, d.category.value).content)
+    ]
+    raw = raw_encoder(model, "cpu")
+
+    def float32(batch: list[str]) -> np.ndarray:
+        return raw.encode(
+            batch, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+
+    candidates = {"torch (float32)": float32}
+    notes = []
+    for backend in ("torch-bf16", "onnx"):
+        try:
+            embedder = load_pipeline_embedder(
+                model, load_settings().onnx_cache_dir, "cpu", backend, args.batch_size
+            )
+        except (PrecisionError, ExportError) as exc:
+            notes.append(f"{backend} not measured: {exc}.")
+            continue
+        candidates[backend] = embedder.encode
+    reference = float32(texts)
+    seconds = dict.fromkeys(candidates, 0.0)
+    cosine = dict.fromkeys(candidates, 1.0)
+    for round_ in range(args.rounds):
+        for name in list(candidates)[:: 1 if round_ % 2 == 0 else -1]:
+            started = time.perf_counter()
+            vectors = candidates[name](texts)
+            seconds[name] += time.perf_counter() - started
+            cosine[name] = min(cosine[name], float((vectors * reference).sum(axis=1).min()))
+    base = seconds["torch (float32)"]
+    return [
+        *header(
+            args, f"--mode encoders --documents {args.documents} --rounds {args.rounds}", "cpu"
+        ),
+        f"{len(texts)} chunks of the throughput corpus, each encoder {args.rounds} times.",
+        "",
+        "| encoder | seconds | chunks/s | speed / float32 torch | lowest cosine to float32 |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {seconds[name]:.1f} | {len(texts) * args.rounds / seconds[name]:.1f} |"
+            f" {base / seconds[name]:.2f} | {cosine[name]:.6f} |"
+            for name in candidates
+        ),
+        *notes,
+    ]
+
+
 def bulk_texts(count: int, seed: int) -> list[str]:
     """Chunk-like texts of 20-230 words (about 20-250 tokens), sentences of the WORDS vocabulary."""
     rng = np.random.default_rng(seed)
@@ -581,7 +645,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=["throughput", "bulk"], default="throughput")
+    parser.add_argument("--mode", choices=["throughput", "bulk", "encoders"], default="throughput")
     parser.add_argument("--documents", type=int, default=30, help="throughput: documents per round")
     parser.add_argument(
         "--rounds", type=int, default=4, help="throughput: rounds, alternating the order"
@@ -598,7 +662,9 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=2, help="connections writing pages")
     parser.add_argument("--dtype", default="float16", help="model precision on a GPU")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
-    parser.add_argument("--backend", default="auto", help="pipeline encoder: auto, onnx, torch")
+    parser.add_argument(
+        "--backend", default="auto", help="pipeline encoder: auto, torch-bf16, onnx, torch"
+    )
     parser.add_argument("--model", default=None, help="model name or folder (default: bundled)")
     parser.add_argument("--random-weights", action="store_true", help="see the GPU notes above")
     parser.add_argument(
@@ -609,8 +675,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    lines = throughput(args) if args.mode == "throughput" else bulk(args)
-    if args.home is None:
+    lines = {"throughput": throughput, "bulk": bulk, "encoders": encoders}[args.mode](args)
+    if args.home is None and args.mode != "encoders":  # servers in a temporary home
         from twin_platform import servers
         from twin_platform.settings import load_settings
 

@@ -6,6 +6,7 @@ Against the real embedded Postgres. Tests that change the shared index put the d
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -36,7 +37,7 @@ def conn(postgres_url: str) -> Iterator[psycopg.Connection]:
 @pytest.fixture(scope="module")
 def onnx_embedder() -> TextEmbedder:
     settings = load_settings()
-    return load_pipeline_embedder(settings.embedding_model, settings.onnx_cache_dir, "cpu")
+    return load_pipeline_embedder(settings.embedding_model, settings.onnx_cache_dir, "cpu", "onnx")
 
 
 def add_chunks(conn: psycopg.Connection, author: str, texts: list[str]) -> list[Chunk]:
@@ -191,3 +192,92 @@ def test_a_bulk_load_streams_pages_and_builds_the_index_once(
     again = pipeline.sync_embeddings(conn, more, onnx_embedder, index=policy)
     assert again.embedded == 2 and not again.index_deferred
     assert again.index is not None and not again.index.built
+
+
+def test_only_large_authors_sharing_a_store_get_an_index_of_their_own() -> None:
+    assert hnsw.wants_author_index(rows=100_000, store_rows=1_000_000, min_rows=100_000)
+    assert not hnsw.wants_author_index(rows=99_999, store_rows=1_000_000, min_rows=100_000)
+    # One author holding most of the store: the shared index already serves them.
+    assert not hnsw.wants_author_index(rows=600_000, store_rows=1_000_000, min_rows=100_000)
+    assert not hnsw.wants_author_index(rows=10**6, store_rows=10**7, min_rows=0)  # turned off
+    assert hnsw.author_index("Ada") != hnsw.author_index("ada")
+    assert len(hnsw.author_index("x" * 500)) <= 63  # a Postgres identifier
+
+
+def index_scans(conn: psycopg.Connection, index: str, at_least: int = 0) -> int:
+    """The index's scan count; waits up to 10 s for `at_least` (backends flush statistics lazily)."""
+    deadline = time.monotonic() + 10
+    while True:
+        conn.execute("SELECT pg_stat_force_next_flush()")  # this connection's searches
+        row = conn.execute(
+            "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE indexrelname = %s",
+            (index,),
+        ).fetchone()
+        scans = int(row[0]) if row else 0
+        if scans >= at_least or time.monotonic() > deadline:
+            return scans
+        time.sleep(0.2)
+
+
+def test_large_authors_get_partial_indexes_that_prepared_searches_use(
+    conn: psycopg.Connection, postgres_url: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    big, other, small = f"big-{run}", f"other-{run}", f"small-{run}"
+    added = {
+        author: add_chunks(conn, author, [f"{author} {i}" for i in range(rows)])
+        for author, rows in [(big, 400), (other, 400), (small, 40)]
+    }
+    for seed, chunks in enumerate(added.values()):
+        writes.insert_embeddings(conn, chunks, unit_vectors(len(chunks), seed), "synthetic")
+    conn.execute("ANALYZE embedded_chunks")  # autovacuum's job, too slow for a test
+    readings: list[hnsw.BuildProgress] = []
+    try:
+        reports = hnsw.ensure_author_indexes(
+            conn, DEFAULT, hnsw.BuildBudget(), min_rows=300, progress=readings.append, poll_s=0.01
+        )
+        built = {r.author: r for r in reports if r.built}
+        assert {big, other} <= set(built) and small not in built
+        assert built[big].index == hnsw.author_index(big) and built[big].rows == 400
+        assert {r.index for r in readings} <= {r.index for r in reports}
+        again = hnsw.ensure_author_indexes(conn, DEFAULT, hnsw.BuildBudget(), min_rows=300)
+        assert not any(r.built for r in again)  # up to date: nothing built
+
+        # The API's searches are prepared statements (psycopg prepares a repeated one): each must
+        # still be planned for its author, or the partial index is never used.
+        index = hnsw.author_index(big)
+        query = unit_vectors(1, seed=99)[0]
+        with connect(postgres_url) as reader:
+            search.configure_search(reader, 40)
+            # A few hundred rows sort faster than any index walks: leave the planner the two HNSW
+            # indexes, the shared one (filtered) and the author's.
+            for method in ("seqscan", "bitmapscan", "sort"):
+                reader.execute(f"SET enable_{method} = off")
+            before = index_scans(reader, index)
+            for _ in range(
+                15
+            ):  # psycopg prepares the 6th; Postgres plans generically from the 6th after
+                hits = search.vector_search(reader, query, k=10, author=big, ef_search=None)
+                assert len(hits) == 10 and {h.author for h in hits} == {big}
+            assert index_scans(reader, index, at_least=before + 15) - before == 15
+            # What the searches' setting guards against: a generic plan cannot use the index.
+            reader.execute("SET plan_cache_mode = force_generic_plan")
+            search.vector_search(reader, query, k=10, author=big, ef_search=None)
+            time.sleep(1.1)  # past the backend's minimum interval between statistics flushes
+            assert index_scans(reader, index) == before + 15
+        exact = conn.execute(
+            "SELECT chunk_id FROM embedded_chunks WHERE author = %s ORDER BY embedding <=> %s"
+            " LIMIT 10",
+            (big, query),
+        ).fetchall()
+        assert {h.chunk_id for h in hits} == {chunk_id for (chunk_id,) in exact}
+    finally:
+        dropped = hnsw.ensure_author_indexes(conn, DEFAULT, hnsw.BuildBudget(), min_rows=0)
+        for chunks in added.values():
+            writes.delete_documents(conn, [chunks[0].document_id])
+    assert {hnsw.author_index(big), hnsw.author_index(other)} <= {r.index for r in dropped}
+    assert all(r.reason == "no longer wanted" for r in dropped)
+    left = conn.execute(
+        "SELECT count(*) FROM pg_indexes WHERE indexname LIKE %s", (hnsw.AUTHOR_INDEX_PREFIX + "%",)
+    ).fetchone()
+    assert left == (0,)

@@ -15,7 +15,7 @@ from conftest import materialize_features
 from twin_platform.collection.crawlers.github import skip_reason
 from twin_platform.collection.ingest import ingest_author
 from twin_platform.collection.sources import AuthorConfig, SourceSpec
-from twin_platform.features.pii import scrub_pii
+from twin_platform.features.pii import is_indirect_reference, scrub_pii
 from twin_platform.settings import load_settings
 from twin_platform.storage import warehouse
 from twin_platform.storage.postgres import connect
@@ -134,3 +134,24 @@ def test_detect_secrets_finds_what_the_patterns_miss_and_spares_prose() -> None:
     assert scrubbed.endswith(
         "The p99 was 140 ms for 50,000 rows on version 3.12 at 10.0.0.2, commit 3f2a9c1.\n"
     )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'password = vault.read("db")',
+        'api_token = request.headers["X-Token"]',
+        "secret == cfg[key]",
+        "Ship it! Then measure: p99 = 140 ms.",
+        "value = value + 3  # no brackets",
+        "def retry(call, attempts=3):",
+        "A paragraph (with brackets) and no assignment sign at all",
+        "x" * 999 + "=f()",
+        "",
+    ],
+)
+def test_the_indirect_reference_filter_decides_as_detect_secrets_does(line: str) -> None:
+    """Ours only skips detect-secrets' regex on lines it cannot match."""
+    from detect_secrets.filters import heuristic
+
+    assert is_indirect_reference(line) == heuristic.is_indirect_reference(line)

@@ -428,11 +428,12 @@ class Settings(BaseSettings):
         default="auto", description="auto (CUDA when available), cpu, cuda, cuda:1, mps."
     )
     embedding_batch_size: int = Field(default=64, ge=1, description="Texts per forward pass.")
-    embedding_backend: Literal["auto", "torch", "onnx"] = Field(
+    embedding_backend: Literal["auto", "torch-bf16", "onnx", "torch"] = Field(
         default="auto",
-        description="The feature pipeline's encoder: onnx (the query encoder's ONNX Runtime export,"
-        " CPU; same vectors, cosine >= 0.999 to torch's), torch (sentence-transformers), or auto"
-        " (onnx on CPU, torch on a GPU).",
+        description="The feature pipeline's encoder: torch-bf16 (bfloat16 products on a CPU with"
+        " AVX512-BF16 or AMX), onnx (the query encoder's ONNX Runtime export, CPU), both checked"
+        " against float32 (cosine >= 0.999); torch (sentence-transformers, float32); or auto"
+        " (torch-bf16 where the CPU has it, else onnx, on CPU; torch on a GPU).",
     )
     embedding_cuda_batch_size: int = Field(
         default=1024,
@@ -501,6 +502,13 @@ class Settings(BaseSettings):
         ge=1,
         description="A load of this many chunks into a store with fewer rows writes the rows first"
         " and builds the index once at the end.",
+    )
+    hnsw_author_index_rows: int = Field(
+        default=100_000,
+        ge=0,
+        description="An author with this many chunks, at most half the store, also gets an HNSW"
+        " index of their own (a partial index): a search for one author then walks only their"
+        " graph. 0 turns them off.",
     )
 
     @field_validator("crawl_allow_networks")

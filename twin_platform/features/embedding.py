@@ -124,6 +124,63 @@ def load_embedder(
     return Embedder(name=name, model=model, batch_size=batch_size)
 
 
+# Chunk-like texts on which a cheaper encoder must reproduce the float32 model's vectors.
+CHECK_TEXTS = [
+    "How does she decide when to page someone?",
+    "pgvector HNSW recall at ef_search 40",
+    "We moved the nightly export off the primary: the replica lags by seconds, the export reads a"
+    " consistent snapshot, and the on-call engineer no longer wakes up to a locked orders table."
+    " The boring fix was a read-only role and one line in the cron file.",
+    "def retry(call, attempts=3):\n    for attempt in range(attempts):\n        try:\n"
+    "            return call()\n        except TimeoutError:\n            time.sleep(2 ** attempt)",
+    "Ship the boring thing first. " * 20,
+]
+MIN_CHECK_COSINE = 0.9995  # on CHECK_TEXTS; the pipeline's bar is 0.999 per chunk
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX-BF16, Linux flags).
+
+    Elsewhere torch emulates bfloat16, slower than float32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+@dataclass(frozen=True)
+class Bf16CpuEmbedder(Embedder):
+    """The model's matrix products in bfloat16 on a CPU that has them in hardware; layer norms,
+    softmax and pooling stay float32 (`torch.autocast`).
+
+    Checked against float32 at load (`load_bf16_embedder`). On a 2-core Intel Xeon with AVX512-BF16
+    it encoded chunks at about twice float32's speed (benchmarks/results/features.md).
+    """
+
+    backend: ClassVar[str] = "torch-bf16"
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        import torch
+
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super().encode(texts, batch_size)
+
+
+def load_bf16_embedder(name: str, batch_size: int = 64) -> Bf16CpuEmbedder:
+    """The CPU model with bfloat16 products, or `PrecisionError` where the CPU lacks them or its
+    vectors fall below `MIN_CHECK_COSINE` to float32's on `CHECK_TEXTS`."""
+    if not native_bf16():
+        raise PrecisionError("this CPU has no bfloat16 instructions (AVX512-BF16, AMX)")
+    full = load_embedder(name, "cpu", batch_size)
+    reduced = Bf16CpuEmbedder(name, full.model, batch_size)
+    cosine = float((reduced.encode(CHECK_TEXTS) * full.encode(CHECK_TEXTS)).sum(axis=1).min())
+    if cosine < MIN_CHECK_COSINE:
+        raise PrecisionError(f"bfloat16 vectors at cosine {cosine:.5f} to float32's")
+    return reduced
+
+
 @dataclass(frozen=True)
 class GpuEmbedder(Embedder):
     """The model on a GPU, fed without sentence-transformers' per-batch host work, which bounds
@@ -168,6 +225,10 @@ class GpuEmbedder(Embedder):
 
 class ExportError(RuntimeError):
     """The model's pipeline cannot be reproduced by the exported graph (or the export failed)."""
+
+
+class PrecisionError(RuntimeError):
+    """A cheaper precision would change the vectors, or the hardware lacks it."""
 
 
 def pooling_of(model: Any) -> tuple[str, bool]:

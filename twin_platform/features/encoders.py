@@ -1,4 +1,5 @@
-"""The feature pipeline's encoder: torch, the GPU encoder, or ONNX Runtime on CPU (`load_pipeline_embedder`).
+"""The feature pipeline's encoder (`load_pipeline_embedder`): on CPU torch with bfloat16 products
+where the CPU has them, else ONNX Runtime; on a GPU the GPU encoder; or plain torch.
 
 Above both `embedding` (the torch and GPU encoders) and `query_encoder` (the ONNX export the API
 uses), so the bulk path reuses the serving export without either module importing the other.
@@ -16,7 +17,9 @@ import numpy as np
 
 from twin_platform.features.embedding import (
     ExportError,
+    PrecisionError,
     TextEmbedder,
+    load_bf16_embedder,
     load_embedder,
     load_gpu_embedder,
     resolve_device,
@@ -65,23 +68,35 @@ def load_pipeline_embedder(
     cuda_batch_size: int = 256,
     cuda_dtype: str = "float16",
 ) -> TextEmbedder:
-    """The feature pipeline's encoder: `onnx` on CPU, `torch` elsewhere, or the one asked for.
+    """The feature pipeline's encoder: the fastest that gives the float32 model's vectors, or the
+    one asked for (`backend`: auto, torch-bf16, onnx, torch).
 
-    `auto` falls back to torch, with a warning, when the model cannot be exported (a pipeline the
-    exported graph cannot reproduce). On a GPU each forward pass takes `cuda_batch_size` texts, in
+    `auto` on CPU: `torch-bf16` where the CPU multiplies bfloat16 in hardware and the vectors pass
+    the check, else `onnx`, else torch (a pipeline the exported graph cannot reproduce), with a
+    warning for each fallback. On a GPU each forward pass takes `cuda_batch_size` texts, in
     `cuda_dtype`.
     """
     device = resolve_device(device)
-    choice = ("onnx" if device == "cpu" else "torch") if backend == "auto" else backend
-    if choice == "onnx":
-        if device != "cpu":
-            raise ValueError(f"the onnx embedding backend runs on CPU, not {device}: use torch")
+    if device != "cpu":
+        if backend not in ("auto", "torch"):
+            raise ValueError(
+                f"the {backend} embedding backend runs on CPU, not {device}: use torch"
+            )
+        if device.startswith("cuda"):
+            return load_gpu_embedder(name, device, cuda_batch_size, cuda_dtype)
+        return load_embedder(name, device, batch_size)
+    if backend in ("auto", "torch-bf16"):
+        try:
+            return load_bf16_embedder(name, batch_size)
+        except PrecisionError as exc:
+            if backend != "auto":
+                raise
+            log.info("embedding: %s; trying ONNX Runtime", exc)
+    if backend in ("auto", "onnx"):
         try:
             return load_onnx_embedder(name, onnx_cache)
         except ExportError as exc:
-            if backend == "onnx":
+            if backend != "auto":
                 raise
             log.warning("embedding: %s; using torch", exc)
-    if device.startswith("cuda"):
-        return load_gpu_embedder(name, device, cuda_batch_size, cuda_dtype)
     return load_embedder(name, device, batch_size)

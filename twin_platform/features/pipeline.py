@@ -108,6 +108,9 @@ class EmbeddingReport(BaseModel):
         default=False, description="Bulk load: rows written first, the HNSW index built after."
     )
     index: hnsw.BuildReport | None = None
+    author_indexes: list[hnsw.BuildReport] = Field(
+        default_factory=list, description="Authors' own indexes built or dropped by this run."
+    )
 
     @property
     def chunks_per_second(self) -> float:
@@ -405,7 +408,8 @@ def sync_embeddings(
     connection fetches page i+1 while the main thread encodes page i and `writers` connections
     COPY the pages before it, each page its own transaction. A bulk load (`hnsw.defer_for_load`)
     drops the HNSW index first and builds it once at the end; every run ends by building the index
-    if it is missing or defined otherwise than `index.spec`. `conn` must be autocommit.
+    if it is missing or defined otherwise than `index.spec`, and then each large author's own index
+    (`hnsw.ensure_author_indexes`). `conn` must be autocommit.
     """
     started = time.perf_counter()
     index = index or hnsw.IndexPolicy()
@@ -430,6 +434,9 @@ def sync_embeddings(
         if report.index_deferred:
             conn.execute("ANALYZE embedded_chunks")  # planner and full-text statistics, once
         report.index = hnsw.ensure_index(conn, index.spec, index.budget, on_index_progress)
+        report.author_indexes = hnsw.ensure_author_indexes(
+            conn, index.spec, index.budget, index.author_index_rows, on_index_progress
+        )
     report.seconds = time.perf_counter() - started
     return report
 

@@ -19,11 +19,14 @@ from twin_platform.storage.feature_store.records import Chunk
 from twin_platform.storage.feature_store.writes import embedding_dimension
 
 _HIT_COLUMNS = "chunk_id, document_id, author, category, source_url, content"
-# HNSW search settings: ef_search (candidate list size; recall against speed) and the iterative scan
-# that keeps filtered searches from returning fewer than k rows. `local` true: this transaction only.
+# HNSW search settings: ef_search (candidate list size; recall against speed), the iterative scan
+# that keeps filtered searches from returning fewer than k rows, and plans made for each statement's
+# own parameters: psycopg prepares a repeated statement, and a generic plan for `author = $1` cannot
+# use an author's own partial index (hnsw.ensure_author_indexes). `local` true: this transaction only.
 HNSW_SETTINGS_SQL = (
     "SELECT set_config('hnsw.ef_search', %s, {local}),"
-    " set_config('hnsw.iterative_scan', 'relaxed_order', {local})"
+    " set_config('hnsw.iterative_scan', 'relaxed_order', {local}),"
+    " set_config('plan_cache_mode', 'force_custom_plan', {local})"
 )
 
 
