@@ -17,6 +17,8 @@ from twin_platform import servers
 from twin_platform.collection.ingest import IngestReport
 from twin_platform.servers.process import free_port
 from twin_platform.settings import Settings, load_settings
+from twin_platform.storage.feature_store import writes
+from twin_platform.storage.feature_store.records import Chunk, CleanedDocument
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "YES")
@@ -185,3 +187,37 @@ def sample_features(sample_author: str, postgres_url: str, instance: dg.DagsterI
     """The sample author through the real feature assets into the store; returns the author."""
     materialize_features(instance, sample_author, load_settings().mongodb_database)
     return sample_author
+
+
+def add_chunks(conn: Any, author: str, texts: list[str]) -> list[Chunk]:
+    """One document with these chunks, as the chunking stage writes them."""
+    document = CleanedDocument(
+        document_id=f"doc-{author}",
+        author=author,
+        category="posts",
+        platform="x",
+        url=f"https://{author}.test/p",
+        title=None,
+        content="\n\n".join(texts),
+        content_hash="h",
+        language="en",
+        published_at=None,
+        status="ok",
+        cleaner_version="test",
+    )
+    writes.upsert_cleaned(conn, [document])
+    chunks = [
+        Chunk(
+            chunk_id=f"{author}-{i:05d}",
+            document_id=document.document_id,
+            author=author,
+            category="posts",
+            source_url=document.url,
+            chunk_index=i,
+            content=text,
+            token_count=len(text.split()) + 2,
+        )
+        for i, text in enumerate(texts)
+    ]
+    writes.replace_chunks(conn, [document.document_id], chunks, "test")
+    return chunks

@@ -200,10 +200,15 @@ def test_a_long_stream_ends_at_the_generation_timeout(
     assert received[-1]["message"] == f"the answer was stopped after {TIMEOUT_S:g} s"
     assert elapsed < TIMEOUT_S + GRACE_S
     assert wait_until(lambda: model_is_free(app), 3)
-    with connect(postgres_url) as conn:
-        error = conn.execute(
-            "SELECT error FROM traces WHERE trace_id = %s", (received[0]["trace_id"],)
-        ).fetchone()
+
+    def trace_error() -> tuple[str] | None:  # written in the background after the last event
+        with connect(postgres_url) as conn:
+            return conn.execute(
+                "SELECT error FROM traces WHERE trace_id = %s", (received[0]["trace_id"],)
+            ).fetchone()
+
+    assert wait_until(lambda: trace_error() is not None, 5)
+    error = trace_error()
     assert error is not None and error[0].startswith("GenerationTimeout")
     chat = LONG | {
         "model": "twin",

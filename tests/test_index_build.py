@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import psycopg
 import pytest
+from conftest import add_chunks
 
 from twin_platform.features import pipeline
 from twin_platform.features.embedding import TextEmbedder
@@ -20,7 +21,6 @@ from twin_platform.features.encoders import load_pipeline_embedder
 from twin_platform.servers.postgres import index_build_budget
 from twin_platform.settings import load_settings
 from twin_platform.storage.feature_store import hnsw, search, writes
-from twin_platform.storage.feature_store.records import Chunk, CleanedDocument
 from twin_platform.storage.postgres import connect
 
 GB = 2**30
@@ -38,40 +38,6 @@ def conn(postgres_url: str) -> Iterator[psycopg.Connection]:
 def onnx_embedder() -> TextEmbedder:
     settings = load_settings()
     return load_pipeline_embedder(settings.embedding_model, settings.onnx_cache_dir, "cpu", "onnx")
-
-
-def add_chunks(conn: psycopg.Connection, author: str, texts: list[str]) -> list[Chunk]:
-    """One document with these chunks, as the chunking stage writes them."""
-    document = CleanedDocument(
-        document_id=f"doc-{author}",
-        author=author,
-        category="posts",
-        platform="x",
-        url=f"https://{author}.test/p",
-        title=None,
-        content="\n\n".join(texts),
-        content_hash="h",
-        language="en",
-        published_at=None,
-        status="ok",
-        cleaner_version="test",
-    )
-    writes.upsert_cleaned(conn, [document])
-    chunks = [
-        Chunk(
-            chunk_id=f"{author}-{i:05d}",
-            document_id=document.document_id,
-            author=author,
-            category="posts",
-            source_url=document.url,
-            chunk_index=i,
-            content=text,
-            token_count=len(text.split()) + 2,
-        )
-        for i, text in enumerate(texts)
-    ]
-    writes.replace_chunks(conn, [document.document_id], chunks, "test")
-    return chunks
 
 
 def unit_vectors(rows: int, seed: int) -> np.ndarray:

@@ -231,7 +231,8 @@ class Settings(BaseSettings):
         default=2000,
         ge=0,
         description="Chunks the full-text arm may rank per query: it takes the query's rarest words"
-        " until their matches reach this; its cost grows with it (benchmarks/results/million.md).",
+        " until their matches, estimated from the planner's statistics, reach this; its cost"
+        " grows with it (benchmarks/results/million.md).",
     )
     rag_expansions: int = Field(
         default=1,

@@ -5,8 +5,8 @@ for every expanded query: the vector arm with the query's embedding through the 
 scan under filters), the full-text arm with the query's content words joined by OR (a question rarely
 contains all of a chunk's words), less the words too common in the corpus to tell chunks apart. The
 full-text arm ranks every chunk it matches, so its cost grows with the corpus: it takes the query's
-rarest words first (they carry the most weight) and stops before their matches pass
-`max_lexical_matches`; the vector arm carries what the common words say. The
+rarest words first (they carry the most weight) and stops before their matches, estimated from the
+planner's statistics, pass `max_lexical_matches`; the vector arm carries what the common words say. The
 rankings are fused by reciprocal rank (RRF, k=60), which needs no score calibration between arms;
 reranking (`rerank.rerank`) then keeps the best k, de-duplicated by text.
 """
@@ -129,11 +129,8 @@ class Retriever:
         self.max_lexeme_share = max_lexeme_share
         self.max_lexical_matches = max_lexical_matches
         self._authors = Refreshed(self._fetch_authors, ttl_s=60.0)
-        self._common = Refreshed(
-            lambda conn: search.common_lexemes(conn, self.max_lexeme_share), ttl_s=300.0
-        )
-        self._word_matches: dict[str, int | None] = {}
-        self._word_matches_since = time.monotonic()
+        self._stats = Refreshed(search.lexeme_stats, ttl_s=300.0)
+        self._lexemes: dict[str, tuple[str, ...]] = {}  # a word's stems never change
 
     def _fetch_authors(self) -> list[str]:
         with self.pool.connection() as conn:
@@ -143,27 +140,34 @@ class Retriever:
         """Authors present in the store, fetched again each minute (self-query matches against them)."""
         return self._authors.get()
 
-    def _matches(self, conn: Any, words: list[str]) -> dict[str, int | None]:
-        """Each word's chunk count (None: a stopword or too common), counted once per word and kept
-        for ten minutes; the dict is replaced, never cleared under readers."""
-        if time.monotonic() - self._word_matches_since > 600 or len(self._word_matches) > 100_000:
-            self._word_matches, self._word_matches_since = {}, time.monotonic()
-        known = self._word_matches
+    def _word_lexemes(self, conn: Any, words: list[str]) -> dict[str, tuple[str, ...]]:
+        """Each word's stems, looked up once per word; the dict is replaced, never cleared under
+        readers."""
+        if len(self._lexemes) > 100_000:
+            self._lexemes = {}
+        known = self._lexemes
         unknown = [w for w in dict.fromkeys(words) if w not in known]
         if unknown:
-            known.update(search.word_matches(conn, unknown, self._common.get(conn)))
-        return {w: known.get(w) for w in words}
+            known.update(search.word_lexemes(conn, unknown))
+        return {w: known.get(w, ()) for w in words}
 
     def _lexical_query(self, conn: Any, text: str) -> str:
-        """The query's rarest content words joined by OR, as many as keep the matches within
-        `max_lexical_matches`; words too common to discriminate are left out."""
+        """The query's rarest content words joined by OR, as many as keep their estimated matches
+        within `max_lexical_matches`; words too common to discriminate are left out.
+
+        Estimates come from the planner's statistics: counting matches fetched every matching row
+        (GIN has no index-only scans), 7 ms a query at a million chunks, more than the search."""
         words = WORD.findall(keywords(text))
         if not words:
             return ""
-        matches = self._matches(conn, words)
-        counted = sorted((m, w) for w, m in matches.items() if m)  # 0: no chunk has the word
+        stats = self._stats.get(conn)
+        estimated = {
+            word: stats.matches(lexemes, self.max_lexeme_share)
+            for word, lexemes in self._word_lexemes(conn, words).items()
+        }
+        counted = sorted((m, w) for w, m in estimated.items() if m is not None)
         kept: list[str] = []
-        total = 0
+        total = 0.0
         for count, word in counted:
             if total + count > self.max_lexical_matches:
                 break

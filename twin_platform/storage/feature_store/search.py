@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -133,17 +134,20 @@ def lexical_search(
     needs it for chunks the vector arm did not return), computed for the k kept rows only.
     """
     where, params = _filters(author, categories)
-    match = sql.SQL("content_tsv @@ websearch_to_tsquery('english', %s)")
-    where = where + sql.SQL(" AND ") + match if params else sql.SQL("WHERE ") + match
     similarity = sql.SQL("1 - (embedding <=> %s)" if similarity_to is not None else "NULL")
+    # The filters apply to the rows the words match: `OFFSET 0` keeps the planner from pushing them
+    # into the scan, where it would AND the author's whole btree range (a tenth of a shared store)
+    # with the words' posting lists: 8.1 ms a query instead of 2.8 at a million chunks.
     statement = sql.SQL(
         "SELECT {cols}, score, {similarity} FROM ("
         " SELECT {cols}, embedding, ts_rank_cd(content_tsv, websearch_to_tsquery('english', %s))"
-        " AS score FROM embedded_chunks {where} ORDER BY score DESC, chunk_id LIMIT %s) AS top"
+        " AS score FROM (SELECT * FROM embedded_chunks"
+        "  WHERE content_tsv @@ websearch_to_tsquery('english', %s) OFFSET 0) AS matched"
+        " {where} ORDER BY score DESC, chunk_id LIMIT %s) AS top"
         " ORDER BY score DESC, chunk_id"
     ).format(cols=sql.SQL(_HIT_COLUMNS), similarity=similarity, where=where)
     vector = [] if similarity_to is None else [np.asarray(similarity_to, dtype=np.float32)]
-    rows = conn.execute(statement, [*vector, query, *params, query, k]).fetchall()
+    rows = conn.execute(statement, [*vector, query, query, *params, k]).fetchall()
     return [_chunk(row[:-1], similarity=row[-1]) for row in rows]
 
 
@@ -158,39 +162,48 @@ def similarities(
     return {chunk_id: float(similarity) for chunk_id, similarity in rows}
 
 
-def common_lexemes(conn: psycopg.Connection, max_share: float) -> set[str]:
-    """Lexemes in more than `max_share` of chunks, from the planner's statistics (free to read).
+@dataclass(frozen=True)
+class LexemeStats:
+    """How many chunks hold each lexeme, from the planner's statistics of `content_tsv` (free to read,
+    refreshed by ANALYZE): the most common lexemes with their shares, and for any other lexeme the
+    share the planner itself assumes, half the least common one's."""
 
-    Such words rank nothing (every chunk has them) but make an OR match thousands of rows: the
-    full-text arm leaves them out, like stopwords chosen by the corpus itself.
-    """
+    rows: float
+    shares: dict[str, float]
+    rare_share: float
+
+    def matches(self, lexemes: Sequence[str], max_share: float) -> float | None:
+        """Estimated chunks holding all of `lexemes` (a word's stems, ANDed as plainto_tsquery does);
+        None for a stopword (no stems) or a word whose stems are all in more than `max_share` of
+        chunks: such words rank nothing but make an OR match thousands of rows."""
+        if not lexemes or all(self.shares.get(lexeme, 0.0) > max_share for lexeme in lexemes):
+            return None
+        return self.rows * min(self.shares.get(lexeme, self.rare_share) for lexeme in lexemes)
+
+
+def lexeme_stats(conn: psycopg.Connection) -> LexemeStats:
+    """The statistics `LexemeStats` reads; empty (every word rare) before the first ANALYZE."""
     row = conn.execute(
-        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
-        " WHERE tablename = 'embedded_chunks' AND attname = 'content_tsv'"
+        "SELECT greatest(c.reltuples, 0), s.most_common_elems::text::text[],"
+        " s.most_common_elem_freqs FROM pg_class c LEFT JOIN pg_stats s"
+        " ON s.schemaname = current_schema() AND s.tablename = c.relname"
+        " AND s.attname = 'content_tsv' WHERE c.oid = 'embedded_chunks'::regclass"
     ).fetchone()
-    if not row or not row[0]:
-        return set()
-    return {lexeme for lexeme, share in zip(row[0], row[1], strict=False) if share > max_share}
+    rows, lexemes, freqs = row if row else (0.0, None, None)
+    if not lexemes or not freqs:
+        return LexemeStats(float(rows), {}, 0.0)
+    # The frequencies are followed by their minimum, their maximum and the share of empty values.
+    shares = dict(zip(lexemes, freqs[: len(lexemes)], strict=True))
+    return LexemeStats(float(rows), shares, freqs[len(lexemes)] / 2)
 
 
-def word_matches(
-    conn: psycopg.Connection, words: Sequence[str], common: set[str]
-) -> dict[str, int | None]:
-    """How many chunks each word matches (its English stems, as full-text search reads it); None for
-    a word with no stem (a stopword) or only `common` stems, which is never counted.
-
-    A count reads the word's posting list in the GIN index (pages known all-visible are not
-    fetched), so callers keep the counts for a while.
-    """
+def word_lexemes(conn: psycopg.Connection, words: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Each word's English stems as full-text search reads it (none for a stopword)."""
     rows = conn.execute(
-        "SELECT w, CASE WHEN cardinality(lexemes) = 0 OR lexemes <@ %s::text[] THEN NULL ELSE"
-        " (SELECT count(*) FROM embedded_chunks"
-        "  WHERE content_tsv @@ plainto_tsquery('english', w)) END"
-        " FROM (SELECT w, tsvector_to_array(to_tsvector('english', w)) AS lexemes"
-        "  FROM unnest(%s::text[]) AS w) AS words",
-        (sorted(common), list(words)),
+        "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(%s::text[]) AS w",
+        (list(words),),
     ).fetchall()
-    return {word: None if matches is None else int(matches) for word, matches in rows}
+    return {word: tuple(lexemes) for word, lexemes in rows}
 
 
 def _chunk(row: tuple[Any, ...], similarity: float | None = None) -> Chunk:
