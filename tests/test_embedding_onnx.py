@@ -69,6 +69,7 @@ def test_auto_takes_bfloat16_where_the_cpu_has_it_and_checks_it(
     # The check rejects vectors that drift from float32's, and a CPU without the instructions.
     monkeypatch.setattr(embedding, "MIN_CHECK_COSINE", 1.001)
     monkeypatch.setattr(embedding, "native_bf16", lambda: True)
+    embedding.load_bf16_embedder.cache_clear()  # checked once per process: check again
     with pytest.raises(embedding.PrecisionError, match="cosine"):
         embedding.load_bf16_embedder(settings.embedding_model)
     fallback = load_pipeline_embedder(settings.embedding_model, settings.onnx_cache_dir, "cpu")

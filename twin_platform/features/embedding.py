@@ -138,6 +138,7 @@ CHECK_TEXTS = [
 MIN_CHECK_COSINE = 0.9995  # on CHECK_TEXTS; the pipeline's bar is 0.999 per chunk
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX-BF16, Linux flags).
 
@@ -168,9 +169,10 @@ class Bf16CpuEmbedder(Embedder):
             return super().encode(texts, batch_size)
 
 
+@functools.cache
 def load_bf16_embedder(name: str, batch_size: int = 64) -> Bf16CpuEmbedder:
-    """The CPU model with bfloat16 products, or `PrecisionError` where the CPU lacks them or its
-    vectors fall below `MIN_CHECK_COSINE` to float32's on `CHECK_TEXTS`."""
+    """The CPU model with bfloat16 products (checked once per process), or `PrecisionError` where
+    the CPU lacks them or its vectors fall below `MIN_CHECK_COSINE` to float32's on `CHECK_TEXTS`."""
     if not native_bf16():
         raise PrecisionError("this CPU has no bfloat16 instructions (AVX512-BF16, AMX)")
     full = load_embedder(name, "cpu", batch_size)

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,6 +109,19 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
+@contextmanager
+def _plain_attention(model: Any) -> Iterator[None]:
+    """The model with plain (eager) attention while it exports, its own after (it is shared): plain
+    attention exports as MatMul and Softmax, which ONNX Runtime runs faster than the exported SDPA
+    graph (its NaN guards and mask slicing in every layer)."""
+    attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(attention)
+
+
 # Bumped whenever `export` writes a different graph, so older exports in caches are redone.
 EXPORT_VERSION = "2-eager-attention"
 
@@ -140,14 +154,14 @@ def export(model_name: str, dest: Path) -> Path:
     sample = transformer.tokenizer(PROBES[:2], padding=True, return_tensors="pt")
     inputs = [name for name in INPUTS if name in sample]
     model = transformer.auto_model.eval()
-    attention = model.config._attn_implementation
     try:
         with publishing(dest, replace=True) as staging:
-            with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnx_ir", "onnxscript"):
+            with (
+                warnings.catch_warnings(),
+                _quiet_loggers("torch.onnx", "onnx_ir", "onnxscript"),
+                _plain_attention(model),
+            ):
                 warnings.simplefilter("ignore")  # the exporter's notes on dynamic axes
-                # Plain attention exports as MatMul and Softmax, which ONNX Runtime runs faster
-                # than the exported SDPA graph (its NaN guards and mask slicing per layer).
-                model.set_attn_implementation("eager")
                 torch.onnx.export(
                     model,
                     (),
@@ -171,7 +185,6 @@ def export(model_name: str, dest: Path) -> Path:
                 "max_tokens": embedder.max_tokens,
             }
             (staging / "encoder.json").write_text(json.dumps(meta, indent=2))
-            model.set_attn_implementation(attention)  # the loaded model is shared
             exported = OnnxQueryEncoder(staging)
             cosine = (exported(PROBES) * embedder.encode(PROBES)).sum(axis=1)
             if normalize and cosine.min() < MIN_PROBE_COSINE:
@@ -182,8 +195,6 @@ def export(model_name: str, dest: Path) -> Path:
         if isinstance(exc, ExportError):
             raise
         raise ExportError(f"ONNX export of {model_name} failed: {exc}") from exc
-    finally:
-        model.set_attn_implementation(attention)
     return dest
 
 

@@ -279,7 +279,7 @@ def ensure_author_indexes(
                     sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name))
                 )
                 reports.append(BuildReport(built=False, reason="no longer wanted", index=name))
-    return [report for report in reports if report.built or report.reason != "up to date"]
+    return [report for report in reports if report.reason != "up to date"]
 
 
 def _ensure(
